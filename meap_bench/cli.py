@@ -1,0 +1,169 @@
+"""`python -m meap_bench <command>`: argument parsing, exit codes and one-line user errors."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from meap_bench.errors import UserError
+
+DEFAULT_CHECKPOINTS = Path("checkpoints.yaml")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (not the whole usage) and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{self.prog}: {message} (see --help)")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="meap_bench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    run = sub.add_parser("run", help="run tasks on every selected checkpoint, then write the report")
+    run.add_argument("--tasks", help="comma-separated task names, e.g. needle,mdqa")
+    run.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS, help="checkpoints YAML")
+    run.add_argument("--only", help="comma-separated checkpoint names to run (default: all)")
+    run.add_argument("--backend", default="hf", help="inference backend (default: hf)")
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--out", type=Path, default=Path("reports"), help="parent of run directories")
+    run.add_argument("--run-name", help="run directory name (default: tasks + config hash)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="TASK.KEY=VALUE",
+                     help="override a task setting, e.g. needle.context_lengths=256,512 (repeatable)")
+    run.add_argument("--limit", type=positive_int, help="at most N samples per cell, for a quick look")
+    run.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run as it was started")
+    run.set_defaults(func=cmd_run)
+
+    report = sub.add_parser("report", help="rebuild tables and figures from a run's records")
+    report.add_argument("run_dir", type=Path)
+    report.set_defaults(func=cmd_report)
+
+    ls = sub.add_parser("ls", help="list tasks and the checkpoints of a checkpoints YAML")
+    ls.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS)
+    ls.set_defaults(func=cmd_ls)
+
+    check = sub.add_parser("validate", help="check configs, checkpoint paths and tokenizers (no model runs)")
+    check.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS)
+    check.add_argument("--tasks", help="task configs to check (default: all)")
+    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="TASK.KEY=VALUE")
+    check.set_defaults(func=cmd_validate)
+
+    try:
+        from meap_bench.train.command import register
+    except ImportError:
+        pass
+    else:
+        register(sub)
+    return parser
+
+
+def select_checkpoints(path: Path, only: str | None):
+    from meap_bench.config import load_checkpoints
+
+    checkpoints = load_checkpoints(path)
+    if not only:
+        return checkpoints
+    wanted = [n.strip() for n in only.split(",") if n.strip()]
+    known = {c.name for c in checkpoints}
+    for name in wanted:
+        if name not in known:
+            raise UserError(f"--only: no checkpoint '{name}' in {path}; known: {', '.join(sorted(known))}")
+    return [c for c in checkpoints if c.name in wanted]
+
+
+def task_configs(names: list[str], overrides: list[str]):
+    from meap_bench.config import parse_override
+    from meap_bench.tasks import load_task_config
+
+    parsed = [parse_override(o) for o in overrides]
+    for task, key, _ in parsed:
+        if task not in names:
+            raise UserError(f"--set {task}.{key}: task '{task}' is not among the tasks run ({', '.join(names)})")
+    return {name: load_task_config(name, parsed) for name in names}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from meap_bench.report.build import build_report, summary_table
+    from meap_bench.runner import RunPlan, execute, plan_from_run_json
+    from meap_bench.tasks import parse_task_names
+
+    if args.resume:
+        plan = plan_from_run_json(args.resume, args.device if args.device != "auto" else None)
+    else:
+        if not args.tasks:
+            raise UserError("run: give --tasks (e.g. --tasks needle) or --resume RUN_DIR")
+        names = parse_task_names(args.tasks)
+        configs = task_configs(names, args.overrides)
+        checkpoints = select_checkpoints(args.checkpoints, args.only)
+        plan = RunPlan(Path(), checkpoints, configs, args.seed, args.limit, args.backend, args.device)
+        plan.run_dir = args.out / (args.run_name or plan.default_name())
+    execute(plan)
+    summary = build_report(plan.run_dir)
+    print(summary_table(summary))
+    print(f"\nrun directory: {plan.run_dir}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from meap_bench.report.build import build_report, summary_table
+
+    print(summary_table(build_report(args.run_dir)))
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from meap_bench.tasks import TASKS, tasks_dir
+
+    print("tasks:")
+    for name in sorted(TASKS):
+        path = tasks_dir() / f"{name}.yaml"
+        print(f"  {name:<12} {path if path.is_file() else '(defaults; no config file)'}")
+    print(f"checkpoints ({args.checkpoints}):")
+    for ckpt in select_checkpoints(args.checkpoints, None):
+        print(f"  {ckpt.name:<16} {ckpt.objective or '?':<5} pair={ckpt.pair or '-':<10} {ckpt.path}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from meap_bench.backends.hf import load_checkpoint_tokenizer
+    from meap_bench.tasks import TASKS, parse_task_names
+
+    names = parse_task_names(args.tasks) if args.tasks else sorted(TASKS)
+    task_configs(names, args.overrides)
+    checkpoints = select_checkpoints(args.checkpoints, None)
+    for ckpt in checkpoints:
+        tokenizer = load_checkpoint_tokenizer(ckpt)
+        print(f"ok  {ckpt.name}: {ckpt.objective}, tokenizer of {len(tokenizer)} tokens, {ckpt.path}")
+    print(f"ok  task configs: {', '.join(names)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: finished samples are saved; run the same command again to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,181 @@
+"""checkpoints.yaml and task YAML: schemas, `--set` overrides and one-line validation errors."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from meap_bench.errors import UserError
+
+TRAIN_METADATA = "meap_bench_train.json"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class Strict(BaseModel):
+    """Base for every config schema: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Checkpoint(Strict):
+    name: str
+    path: str
+    objective: Literal["ntp", "meap"] | None = None
+    pair: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_length: int | None = None
+    tokenizer: str | None = None
+    chat_template: bool = False
+    batch_size: int = 8
+
+    @property
+    def is_local(self) -> bool:
+        return Path(self.path).exists()
+
+
+def read_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise UserError(f"{path}: file not found; check the path")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise UserError(f"{path}: invalid YAML{where}: {problem}; fix the syntax") from None
+
+
+def describe_validation_error(err: ValidationError, prefix: str) -> str:
+    """The first problem of a pydantic error as one line: where, what value, what was expected."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith(("function-", "literal[")))
+    where = f"{prefix}.{loc}" if loc else prefix
+    if first["type"] == "extra_forbidden":
+        return f"unknown key '{where}'"
+    if first["type"] == "missing":
+        return f"missing required key '{where}'"
+    value = first.get("input")
+    return f"{where}: {json.dumps(value, default=str)} is invalid ({first['msg'].lower()})"
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate(model: type[M], data: Any, source: str, prefix: str) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        allowed = ", ".join(model.model_fields)
+        hint = f"; allowed keys: {allowed}" if err.errors()[0]["type"] == "extra_forbidden" else ""
+        raise UserError(f"{source}: {describe_validation_error(err, prefix)}{hint}") from None
+
+
+def load_checkpoints(path: Path) -> list[Checkpoint]:
+    """Read and check checkpoints.yaml; relative paths are taken from the file's folder."""
+    data = read_yaml(path)
+    if not isinstance(data, list) or not data:
+        raise UserError(f"{path}: expected a non-empty YAML list of checkpoints (- name: ..., path: ...)")
+    checkpoints: list[Checkpoint] = []
+    for index, entry in enumerate(data):
+        label = entry.get("name", f"#{index + 1}") if isinstance(entry, dict) else f"#{index + 1}"
+        if not isinstance(entry, dict):
+            raise UserError(f"{path}: entry {label} must be a mapping with name and path")
+        ckpt = validate(Checkpoint, entry, str(path), f"checkpoint '{label}'")
+        checkpoints.append(resolve_checkpoint(ckpt, path))
+    check_names_and_pairs(checkpoints, path)
+    return checkpoints
+
+
+def resolve_local(value: str, base: Path) -> str:
+    candidate = Path(value).expanduser()
+    if not candidate.is_absolute():
+        candidate = base / candidate
+    return str(candidate) if candidate.exists() else value
+
+
+def resolve_checkpoint(ckpt: Checkpoint, source: Path) -> Checkpoint:
+    base = source.parent
+    path = resolve_local(ckpt.path, base)
+    tokenizer = resolve_local(ckpt.tokenizer, base) if ckpt.tokenizer else None
+    where = f"{source}: checkpoint '{ckpt.name}'"
+    if not Path(path).exists() and not HUB_ID.match(ckpt.path):
+        raise UserError(f"{where}: path '{ckpt.path}' does not exist; fix the path or give a hub id (org/name)")
+    if Path(path).exists() and not (Path(path) / "config.json").is_file():
+        raise UserError(f"{where}: '{path}' has no config.json; point path at a Hugging Face model folder")
+    objective = ckpt.objective or train_objective(Path(path))
+    if objective is None:
+        raise UserError(f"{where}: no objective; add 'objective: ntp' or 'objective: meap'")
+    return ckpt.model_copy(update={"path": path, "tokenizer": tokenizer, "objective": objective})
+
+
+def train_objective(path: Path) -> Literal["ntp", "meap"] | None:
+    """The objective recorded by our trainer, so checkpoints.yaml may leave it out."""
+    meta = path / TRAIN_METADATA
+    if not meta.is_file():
+        return None
+    objective = json.loads(meta.read_text()).get("objective")
+    return objective if objective in ("ntp", "meap") else None
+
+
+def check_names_and_pairs(checkpoints: list[Checkpoint], source: Path) -> None:
+    seen: set[str] = set()
+    for ckpt in checkpoints:
+        if ckpt.name in seen:
+            raise UserError(f"{source}: duplicate checkpoint name '{ckpt.name}'; give each entry its own name")
+        seen.add(ckpt.name)
+    pairs: dict[str, list[Checkpoint]] = {}
+    for ckpt in checkpoints:
+        if ckpt.pair:
+            pairs.setdefault(ckpt.pair, []).append(ckpt)
+    for label, members in pairs.items():
+        for objective in ("ntp", "meap"):
+            same = [m.name for m in members if m.objective == objective]
+            if len(same) > 1:
+                raise UserError(
+                    f"{source}: pair '{label}' has {len(same)} {objective.upper()} members ({', '.join(same)}); "
+                    f"a pair joins one NTP checkpoint with its MEAP twin: give the others another pair label"
+                )
+
+
+def pairs_of(checkpoints: list[Checkpoint]) -> dict[str, dict[str, str]]:
+    """{pair label: {"ntp": name, "meap": name}} for complete pairs only."""
+    pairs: dict[str, dict[str, str]] = {}
+    for ckpt in checkpoints:
+        if ckpt.pair and ckpt.objective:
+            pairs.setdefault(ckpt.pair, {})[ckpt.objective] = ckpt.name
+    return {label: members for label, members in pairs.items() if set(members) == {"ntp", "meap"}}
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """`task.key=value` -> (task, key, value); `a,b` becomes a list; values are parsed as YAML scalars."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise UserError(f"--set '{text}': expected TASK.KEY=VALUE, e.g. --set needle.context_lengths=128,256")
+    lhs, raw = text.split("=", 1)
+    task, key = lhs.split(".", 1)
+    if "," in raw and not raw.lstrip().startswith(("[", "{")):
+        value: Any = [parse_scalar(part, text) for part in raw.split(",")]
+    else:
+        value = parse_scalar(raw, text)
+    return task, key, value
+
+
+def parse_scalar(raw: str, context: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise UserError(f"--set '{context}': cannot parse value '{raw}'") from None
+
+
+def apply_override(config: dict[str, Any], dotted: str, value: Any) -> None:
+    node = config
+    *parents, last = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"--set: '{dotted}' goes through '{part}', which is not a mapping")
+    node[last] = value

@@ -1,0 +1,1 @@
+"""Haystacks, dataset loaders and the download cache."""

@@ -1,0 +1,162 @@
+"""`run`: for each checkpoint, one backend serves every task; samples already recorded are skipped."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from meap_bench.backends import Backend, GenRequest, LLRequest, load_backend
+from meap_bench.config import Checkpoint
+from meap_bench.errors import UserError
+from meap_bench.records import Record, RecordWriter, read_records, sha256_json
+from meap_bench.tasks import TASKS, ModelContext, Sample, Task, TaskConfig
+
+CHUNK = 16  # samples per written batch: a kill loses at most this much work
+PACKAGES = ("meap-bench", "torch", "transformers", "tokenizers", "lm_eval", "pandas")
+
+
+@dataclass
+class RunPlan:
+    run_dir: Path
+    checkpoints: list[Checkpoint]
+    tasks: dict[str, TaskConfig]
+    seed: int
+    limit: int | None
+    backend: str
+    device: str
+
+    def identity(self) -> dict[str, Any]:
+        """What defines the run's results; a run directory holds one identity only."""
+        return {
+            "tasks": {name: cfg.model_dump(mode="json") for name, cfg in self.tasks.items()},
+            "checkpoints": [c.model_dump(mode="json") for c in self.checkpoints],
+            "seed": self.seed, "limit": self.limit,
+        }
+
+    def default_name(self) -> str:
+        return f"{'-'.join(self.tasks)}-{sha256_json(self.identity())[:8]}"
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def plan_from_run_json(run_dir: Path, device: str | None) -> RunPlan:
+    """`run --resume RUN_DIR`: the plan recorded when the run started."""
+    path = run_dir / "run.json"
+    if not path.is_file():
+        raise UserError(f"--resume {run_dir}: no run.json there; give a run directory made by `run`")
+    data = json.loads(path.read_text())
+    tasks = {name: TASKS[name].config_model.model_validate(cfg) for name, cfg in data["tasks"].items()}
+    checkpoints = [Checkpoint.model_validate(c) for c in data["checkpoints"]]
+    return RunPlan(run_dir, checkpoints, tasks, data["seed"], data["limit"], data["backend"],
+                   device or data["device"])
+
+
+def write_run_json(plan: RunPlan, fingerprints: dict[str, str]) -> None:
+    path = plan.run_dir / "run.json"
+    identity = plan.identity()
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if {k: old.get(k) for k in identity} != identity:
+            raise UserError(f"{plan.run_dir} holds a run with another config; pass another --run-name, "
+                            f"or --resume {plan.run_dir} to continue it as it was")
+        fingerprints = {**old.get("fingerprints", {}), **fingerprints}
+    data = {"run": plan.run_dir.name, **identity, "backend": plan.backend, "device": plan.device,
+            "fingerprints": fingerprints, "versions": versions(), "git_commit": git_commit(),
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def execute(plan: RunPlan) -> None:
+    write_run_json(plan, {})
+    records_path = plan.run_dir / "records.jsonl"
+    done = {r.key for r in read_records(records_path)}
+    writer = RecordWriter(records_path)
+    try:
+        for checkpoint in plan.checkpoints:
+            backend = load_backend(checkpoint, plan.backend, plan.device)
+            write_run_json(plan, {checkpoint.name: backend.fingerprint})
+            for name, config in plan.tasks.items():
+                task = TASKS[name](config, seed=plan.seed, limit=plan.limit)
+                run_task(plan, checkpoint, backend, task, done, writer)
+    finally:
+        writer.close()
+
+
+def run_task(plan: RunPlan, checkpoint: Checkpoint, backend: Backend, task: Task, done: set,
+             writer: RecordWriter) -> None:
+    model = ModelContext(backend.tokenizer, backend.max_length, checkpoint.chat_template)
+    samples = list(task.samples(model))
+    base = {"run": plan.run_dir.name, "checkpoint": checkpoint.name, "fingerprint": backend.fingerprint,
+            "objective": checkpoint.objective or "", "pair": checkpoint.pair, "task": task.name}
+    todo = [s for s in samples
+            if (checkpoint.name, backend.fingerprint, task.name, s.sample_id, s.request_sha256) not in done]
+    bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc=f"{checkpoint.name} / {task.name}",
+               unit="sample", dynamic_ncols=True)
+    skipped = [s for s in todo if s.prompt_ids is None]
+    writer.write([record_of(base, s, None, {}, 0.0) for s in skipped])
+    bar.update(len(skipped))
+    runnable = [s for s in todo if s.prompt_ids is not None]
+    for start in range(0, len(runnable), CHUNK):
+        chunk = runnable[start:start + CHUNK]
+        began = time.perf_counter()
+        records = evaluate_chunk(base, backend, task, chunk)
+        seconds = (time.perf_counter() - began) / len(chunk)
+        for record in records:
+            record.seconds = round(seconds, 4)
+        writer.write(records)
+        bar.update(len(chunk))
+    bar.close()
+
+
+def evaluate_chunk(base: dict, backend: Backend, task: Task, chunk: list[Sample]) -> list[Record]:
+    generating = [s for s in chunk if s.max_new_tokens > 0]
+    outputs = backend.generate([GenRequest(s.prompt_ids, s.max_new_tokens, s.stop) for s in generating])
+    texts = {s.sample_id: o.text for s, o in zip(generating, outputs, strict=True)}
+    ll_requests = [LLRequest(s.prompt_ids, choice) for s in chunk for choice in s.choices]
+    ll_outputs = iter(backend.loglikelihood(ll_requests) if ll_requests else [])
+    records = []
+    for sample in chunk:
+        choices = [next(ll_outputs) for _ in sample.choices]
+        output = texts.get(sample.sample_id)
+        records.append(record_of(base, sample, output, task.score(sample, output, choices), 0.0))
+    return records
+
+
+def record_of(base: dict, sample: Sample, output: str | None, scores: dict[str, float], seconds: float
+              ) -> Record:
+    return Record(
+        **base, cell=sample.cell, sample_id=sample.sample_id,
+        status="skipped" if sample.prompt_ids is None else "ok", request_sha256=sample.request_sha256,
+        prompt_sha256=sample.prompt_sha256,
+        prompt_tokens=len(sample.prompt_ids) if sample.prompt_ids is not None else None,
+        target_offset=sample.target_offset, target=sample.target, output=output, scores=scores,
+        skip_reason=sample.skip_reason, meta=sample.meta, seconds=seconds,
+    )

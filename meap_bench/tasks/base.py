@@ -1,0 +1,99 @@
+"""What a task is: a config schema, samples built for one checkpoint's tokenizer, and a scorer.
+
+Tasks build token-exact requests and score outputs; they never load models or draw figures."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from transformers import PreTrainedTokenizerBase
+
+from meap_bench.backends.base import LLOutput
+from meap_bench.config import Strict
+from meap_bench.records import sha256_json
+
+
+@dataclass(frozen=True)
+class ModelContext:
+    """What a task may know of a checkpoint: its tokenizer, context size and prompt style."""
+
+    tokenizer: PreTrainedTokenizerBase
+    max_length: int
+    chat_template: bool = False
+
+
+@dataclass
+class Sample:
+    """One prompt of one cell. `prompt_ids is None` means the cell was skipped (see skip_reason)."""
+
+    sample_id: str
+    cell: dict[str, Any]
+    target: str
+    prompt_text: str | None = None
+    prompt_ids: list[int] | None = None
+    skip_reason: str | None = None
+    max_new_tokens: int = 0
+    stop: tuple[str, ...] = ()
+    choices: list[list[int]] = field(default_factory=list)  # continuations scored after the prompt, gold first
+    target_offset: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def request_sha256(self) -> str:
+        if self.prompt_ids is None:
+            return sha256_json(["skipped", self.skip_reason])
+        return sha256_json([self.prompt_ids, self.max_new_tokens, list(self.stop), self.choices])
+
+    @property
+    def prompt_sha256(self) -> str | None:
+        return hashlib.sha256(self.prompt_text.encode()).hexdigest() if self.prompt_text is not None else None
+
+
+class TaskConfig(Strict):
+    """Fields every task config has."""
+
+    headline_metric: str = "contains"
+
+
+class Task:
+    """Base class of the sample-based tasks (needle, mdqa, kv)."""
+
+    name: ClassVar[str]
+    config_model: ClassVar[type[TaskConfig]]
+
+    def __init__(self, config: TaskConfig, seed: int, limit: int | None = None) -> None:
+        self.config = config
+        self.seed = seed
+        self.limit = limit
+
+    def samples(self, model: ModelContext) -> Iterator[Sample]:
+        raise NotImplementedError
+
+    def score(self, sample: Sample, output: str | None, choices: list[LLOutput]) -> dict[str, float]:
+        raise NotImplementedError
+
+
+def encode_prompt(model: ModelContext, user_text: str, answer_prefix: str) -> tuple[str, Any]:
+    """The full prompt text and its encoding (with offsets). Base models get a completion prompt ending
+    in the answer prefix; chat checkpoints get their chat template with the answer prefix after it."""
+    tok = model.tokenizer
+    if model.chat_template:
+        head = tok.apply_chat_template([{"role": "user", "content": user_text}], tokenize=False,
+                                       add_generation_prompt=True)
+        text = head + answer_prefix
+        return text, tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    text = f"{user_text}\n{answer_prefix}" if answer_prefix else user_text
+    return text, tok(text, return_offsets_mapping=True)
+
+
+def continuation_ids(tokenizer: PreTrainedTokenizerBase, prompt_text: str, prompt_ids: list[int],
+                     continuation: str, chat: bool = False) -> list[int]:
+    """Ids of `continuation` as the model would see it after the prompt: encode prompt + continuation
+    together and keep the tail (as lm-eval does), so merges at the boundary match real text."""
+    whole = tokenizer(prompt_text + continuation, add_special_tokens=not chat)["input_ids"]
+    if whole[: len(prompt_ids)] == prompt_ids and len(whole) > len(prompt_ids):
+        return whole[len(prompt_ids):]
+    return tokenizer(continuation, add_special_tokens=False)["input_ids"]
