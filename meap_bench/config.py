@@ -53,14 +53,14 @@ def read_yaml(path: Path) -> Any:
 def describe_validation_error(err: ValidationError, prefix: str) -> str:
     """The first problem of a pydantic error as one line: where, what value, what was expected."""
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith(("function-", "literal[")))
-    where = f"{prefix}.{loc}" if loc else prefix
+    parts = [str(p) for p in first["loc"]]
+    loc = ".".join(p for p in parts if "[" not in p and not p[:1].isupper() and not p.startswith("function-"))
     if first["type"] == "extra_forbidden":
-        return f"unknown key '{where}'"
+        return f"{prefix}: unknown key '{loc}'"
     if first["type"] == "missing":
-        return f"missing required key '{where}'"
-    value = first.get("input")
-    return f"{where}: {json.dumps(value, default=str)} is invalid ({first['msg'].lower()})"
+        return f"{prefix}: missing required key '{loc}'"
+    value = json.dumps(first.get("input"), default=str)
+    return f"{prefix}.{loc}: {value} is invalid ({first['msg'].lower()})"
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import TypeVar
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    GenerationConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from meap_bench.backends.base import GenOutput, GenRequest, LLOutput, LLRequest, cut_at_stop
 from meap_bench.config import Checkpoint
@@ -16,7 +22,7 @@ from meap_bench.errors import UserError
 from meap_bench.tokenization import excluded_token_ids, load_tokenizer
 
 R = TypeVar("R")
-O = TypeVar("O")
+Out = TypeVar("Out")
 FINGERPRINT_FILES = ("config.json", "*.safetensors", "*.bin", "tokenizer*", "special_tokens_map.json")
 FULL_HASH_LIMIT = 256 << 20
 
@@ -119,11 +125,11 @@ class HFBackend:
         return logits.float().masked_fill(self.excluded, float("-inf"))
 
     def batched(self, items: Sequence[R], length: Callable[[R], int],
-                run: Callable[[list[R]], list[O]]) -> list[O]:
+                run: Callable[[list[R]], list[Out]]) -> list[Out]:
         """Run `items` longest first in batches, halving the batch on CUDA out-of-memory; results come
         back in the original order."""
         order = sorted(range(len(items)), key=lambda i: -length(items[i]))
-        results: list[O | None] = [None] * len(items)
+        results: list[Out | None] = [None] * len(items)
         start = 0
         while start < len(order):
             chunk = order[start:start + self.batch_size]
