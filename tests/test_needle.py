@@ -87,3 +87,15 @@ def test_auto_lengths_and_sigmoid_depths():
     depths = Grid(min=0, max=100, intervals=5, spacing="sigmoid").values()
     assert depths[0] == 0 and depths[-1] == 100 and depths[2] == 50
     assert 0 < depths[1] < 25 and 75 < depths[3] < 100
+
+
+def test_chat_template_wraps_the_question_and_keeps_the_answer_prefix(tiny_pair, haystack_dir):
+    tokenizer = load_tokenizer(tiny_pair["ntp"])
+    tokenizer.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+                               "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    config = NeedleConfig(haystack=f"dir:{haystack_dir}", samples_per_cell=1, context_lengths=[256], depths=[50])
+    sample = next(NeedleTask(config, seed=0).samples(ModelContext(tokenizer, 512, chat_template=True)))
+    assert sample.prompt_text.startswith("<|user|>Read the text below")
+    assert "<|assistant|>Answer: The special magic number for" in sample.prompt_text
+    assert len(sample.prompt_ids) + sample.max_new_tokens <= 256
+    assert sample.prompt_ids == tokenizer(sample.prompt_text, add_special_tokens=False)["input_ids"]

@@ -76,5 +76,5 @@ def summary_table(summary: dict) -> str:
             rows.append({"task": task, "checkpoint": f"pair {pair['pair']}: MEAP-NTP",
                          "objective": f"95% CI [{pair['ci95_low']:+.3f}, {pair['ci95_high']:+.3f}]",
                          "headline" if len(summary["tasks"]) > 1 else metric: pair["meap_minus_ntp"],
-                         "samples": pair["n"], "skipped": None})
+                         "samples": pair["n"], "skipped": ""})
     return pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f")

@@ -30,7 +30,11 @@ def grid(cells: pd.DataFrame, checkpoint: str, row: str, col: str) -> tuple[pd.D
     mine = cells[cells["checkpoint"] == checkpoint]
     values = mine.pivot_table(index=row, columns=col, values="mean", aggfunc="first", dropna=False) * 100
     skipped = mine.pivot_table(index=row, columns=col, values="skipped", aggfunc="first", dropna=False)
-    return values.sort_index().sort_index(axis=1), skipped.sort_index().sort_index(axis=1).fillna(False)
+    values, skipped = values.sort_index().sort_index(axis=1), skipped.sort_index().sort_index(axis=1)
+    for frame in (values, skipped):
+        frame.index = [f"{v:g}" for v in frame.index]
+        frame.columns = [f"{v:g}" for v in frame.columns]
+    return values, skipped.fillna(False).astype(bool)
 
 
 def draw_grid(ax: plt.Axes, values: pd.DataFrame, skipped: pd.DataFrame, diverging: bool, title: str,
@@ -65,6 +69,6 @@ def heatmaps(cells: pd.DataFrame, pairs: dict[str, dict[str, str]], task: str, m
         draw_grid(axes[0], *ntp, False, f"NTP ({members['ntp']})", (row, col))
         draw_grid(axes[1], *meap, False, f"MEAP ({members['meap']})", (row, col))
         draw_grid(axes[2], meap[0] - ntp[0], ntp[1] | meap[1], True, "MEAP - NTP (points)", (row, col))
-        fig.suptitle(f"{task} {metric}, pair {label}")
+        fig.suptitle(f"{task} {metric}, pair {label}", y=1.06)
         written += save(fig, out / f"{task}_pair_{label}")
     return written
