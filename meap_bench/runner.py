@@ -18,6 +18,7 @@ from meap_bench.config import Checkpoint
 from meap_bench.errors import UserError
 from meap_bench.records import Record, RecordWriter, read_records, sha256_json
 from meap_bench.tasks import TASKS, ModelContext, Sample, Task, TaskConfig
+from meap_bench.tasks.base import DirectTask
 
 CHUNK = 16  # samples per written batch: a kill loses at most this much work
 PACKAGES = ("meap-bench", "torch", "transformers", "tokenizers", "lm_eval", "pandas")
@@ -105,7 +106,11 @@ def execute(plan: RunPlan) -> None:
             write_run_json(plan, {checkpoint.name: backend.fingerprint})
             for name, config in plan.tasks.items():
                 task = TASKS[name](config, seed=plan.seed, limit=plan.limit)
-                run_task(plan, checkpoint, backend, task, done, writer)
+                if isinstance(task, DirectTask):  # drives the backend itself (lm-eval); resumes per its own unit
+                    task.evaluate(backend, record_base(plan, checkpoint, backend, task), plan.run_dir, done,
+                                  writer.write)
+                else:
+                    run_task(plan, checkpoint, backend, task, done, writer)
     finally:
         writer.close()
 
@@ -114,8 +119,7 @@ def run_task(plan: RunPlan, checkpoint: Checkpoint, backend: Backend, task: Task
              writer: RecordWriter) -> None:
     model = ModelContext(backend.tokenizer, backend.max_length, checkpoint.chat_template)
     samples = list(task.samples(model))
-    base = {"run": plan.run_dir.name, "checkpoint": checkpoint.name, "fingerprint": backend.fingerprint,
-            "objective": checkpoint.objective or "", "pair": checkpoint.pair, "task": task.name}
+    base = record_base(plan, checkpoint, backend, task)
     todo = [s for s in samples
             if (checkpoint.name, backend.fingerprint, task.name, s.sample_id, s.request_sha256) not in done]
     bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc=f"{checkpoint.name} / {task.name}",
@@ -134,6 +138,12 @@ def run_task(plan: RunPlan, checkpoint: Checkpoint, backend: Backend, task: Task
         writer.write(records)
         bar.update(len(chunk))
     bar.close()
+
+
+def record_base(plan: RunPlan, checkpoint: Checkpoint, backend: Backend, task: Task) -> dict[str, Any]:
+    """The fields every record of this checkpoint and task carries."""
+    return {"run": plan.run_dir.name, "checkpoint": checkpoint.name, "fingerprint": backend.fingerprint,
+            "objective": checkpoint.objective or "", "pair": checkpoint.pair, "task": task.name}
 
 
 def evaluate_chunk(base: dict, backend: Backend, task: Task, chunk: list[Sample]) -> list[Record]:

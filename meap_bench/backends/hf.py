@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -146,18 +147,25 @@ class HFBackend:
             start += len(chunk)
         return results  # type: ignore[return-value]
 
+    def pad(self, sequences: list[list[int]], left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids, attention mask) of sequences padded to the longest: left for generation, else right."""
+        width = max(len(s) for s in sequences)
+        ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            cols = slice(width - len(seq), width) if left else slice(0, len(seq))
+            ids[row, cols] = torch.tensor(seq, dtype=torch.long)
+            mask[row, cols] = 1
+        return ids, mask
+
     @torch.inference_mode()
     def generate(self, requests: list[GenRequest]) -> list[GenOutput]:
         return self.batched(requests, lambda r: len(r.prompt_ids), self._generate_batch)
 
     def _generate_batch(self, requests: list[GenRequest]) -> list[GenOutput]:
         model = self.model  # loads the weights (and the excluded ids of its real embedding size)
-        width = max(len(r.prompt_ids) for r in requests)
-        ids = torch.full((len(requests), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(requests), width), dtype=torch.long)
-        for row, request in enumerate(requests):
-            ids[row, width - len(request.prompt_ids):] = torch.tensor(request.prompt_ids)
-            mask[row, width - len(request.prompt_ids):] = 1
+        ids, mask = self.pad([r.prompt_ids for r in requests], left=True)
+        width = ids.shape[1]
         stop = sorted({s for r in requests for s in r.stop})
         config = GenerationConfig(
             max_new_tokens=max(r.max_new_tokens for r in requests), do_sample=False, num_beams=1,
@@ -177,28 +185,96 @@ class HFBackend:
 
     @torch.inference_mode()
     def loglikelihood(self, requests: list[LLRequest]) -> list[LLOutput]:
+        """Requests that share a context (the choices of a multiple-choice question) run as one group: one
+        forward over the context, then one over all its continuations on the context's KV cache. Other
+        requests run whole. Both paths are length-sorted and batched (`batch_size` contexts or sequences
+        per forward)."""
         for request in requests:
             if not request.continuation_ids:
                 raise ValueError("loglikelihood needs a non-empty continuation")
-        return self.batched(requests, lambda r: len(r.context_ids) + len(r.continuation_ids),
-                            self._loglikelihood_batch)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for index, request in enumerate(requests):
+            groups.setdefault(tuple(request.context_ids), []).append(index)
+        shared = [members for context, members in groups.items() if context and len(members) > 1]
+        alone = [i for context, members in groups.items() if not (context and len(members) > 1) for i in members]
+        results: list[LLOutput | None] = [None] * len(requests)
+        singles = self.batched([requests[i] for i in alone], lambda r: len(r.context_ids) + len(r.continuation_ids),
+                               self._loglikelihood_batch)
+        for index, output in zip(alone, singles, strict=True):
+            results[index] = output
+        grouped = self.batched([[requests[i] for i in members] for members in shared],
+                               lambda g: len(g[0].context_ids) + max(len(r.continuation_ids) for r in g),
+                               self._shared_context_batch)
+        for members, outputs in zip(shared, grouped, strict=True):
+            for index, output in zip(members, outputs, strict=True):
+                results[index] = output
+        return results  # type: ignore[return-value]
 
     def _loglikelihood_batch(self, requests: list[LLRequest]) -> list[LLOutput]:
         sequences = [(r.context_ids + r.continuation_ids)[:-1] for r in requests]
-        width = max(len(s) for s in sequences)
-        ids = torch.full((len(requests), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(requests), width), dtype=torch.long)
-        for row, seq in enumerate(sequences):
-            ids[row, :len(seq)] = torch.tensor(seq)
-            mask[row, :len(seq)] = 1
+        ids, mask = self.pad(sequences)
         logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-        outputs = []
-        for row, request in enumerate(requests):
-            n = len(request.continuation_ids)
-            end = len(sequences[row])
-            scores = torch.log_softmax(self.masked_logits(logits[row, end - n:end]), dim=-1)
-            target = torch.tensor(request.continuation_ids, device=self.device)
-            logprob = scores.gather(-1, target[:, None]).sum().item()
-            greedy = bool((scores.argmax(-1) == target).all().item())
-            outputs.append(LLOutput(logprob=logprob, is_greedy=greedy))
-        return outputs
+        rows = torch.cat([torch.full((len(r.continuation_ids),), row) for row, r in enumerate(requests)])
+        positions = torch.cat([torch.arange(len(s) - len(r.continuation_ids), len(s))
+                               for s, r in zip(sequences, requests, strict=True)])
+        return self._score(logits[rows.to(self.device), positions.to(self.device)], requests)
+
+    def _shared_context_batch(self, groups: list[list[LLRequest]]) -> list[list[LLOutput]]:
+        """Groups of requests with one context each: the contexts run once (right-padded, KV cached); the
+        first continuation token is scored at the context's last position, the rest by running every
+        continuation but its last token on a copy of its context's cache."""
+        model = self.model
+        contexts = [group[0].context_ids for group in groups]
+        ids, mask = self.pad(contexts)
+        last = torch.tensor([len(c) - 1 for c in contexts])
+        keep = torch.unique(last)  # only these positions need logits
+        out = model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=True,
+                    **({"logits_to_keep": keep.to(self.device)} if self._forward_takes("logits_to_keep") else {}))
+        column = torch.searchsorted(keep, last) if self._forward_takes("logits_to_keep") else last
+        first_logits = out.logits[torch.arange(len(groups)).to(self.device), column.to(self.device)]  # [groups, vocab]
+        flat = [(g, request) for g, group in enumerate(groups) for request in group]
+        longer = [k for k, (_, request) in enumerate(flat) if len(request.continuation_ids) > 1]
+        later = None
+        cache = out.cache if hasattr(out, "cache") else getattr(out, "past_key_values", None)
+        if longer and cache is None:  # a model that returns no KV cache: score these requests whole
+            outputs = iter(self._loglikelihood_batch([request for _, request in flat]))
+            return [[next(outputs) for _ in group] for group in groups]
+        if longer:
+            owner = torch.tensor([flat[k][0] for k in longer])
+            cache.batch_select_indices(owner.to(self.device))
+            tail_ids, tail_mask = self.pad([flat[k][1].continuation_ids[:-1] for k in longer])
+            span = tail_ids.shape[1]
+            positions = torch.tensor([len(contexts[flat[k][0]]) for k in longer])[:, None] + torch.arange(span)
+            cache_arg = {"cache" if self._forward_takes("cache") else "past_key_values": cache}
+            later = model(input_ids=tail_ids.to(self.device), **cache_arg,
+                          attention_mask=torch.cat([mask[owner], tail_mask], dim=1).to(self.device),
+                          position_ids=positions.to(self.device)).logits
+        del out
+        row_of = {k: row for row, k in enumerate(longer)}
+        pieces = []
+        for k, (g, request) in enumerate(flat):
+            pieces.append(first_logits[g:g + 1])
+            if k in row_of:
+                pieces.append(later[row_of[k], :len(request.continuation_ids) - 1])  # type: ignore[index]
+        outputs = iter(self._score(torch.cat(pieces), [request for _, request in flat]))
+        return [[next(outputs) for _ in group] for group in groups]
+
+    def _forward_takes(self, argument: str) -> bool:
+        """Whether the model's forward has `argument` (`logits_to_keep`: logits only where needed; `cache`:
+        the KV cache argument of transformers 5, `past_key_values` before)."""
+        if not hasattr(self, "_forward_arguments"):
+            self._forward_arguments = set(inspect.signature(self.model.forward).parameters)
+        return argument in self._forward_arguments
+
+    def _score(self, logits: torch.Tensor, requests: list[LLRequest]) -> list[LLOutput]:
+        """`logits` holds, request after request, the row predicting each continuation token: summed
+        log-probabilities over the real vocabulary, and whether every token is the argmax."""
+        targets = torch.tensor([t for r in requests for t in r.continuation_ids], device=logits.device)
+        owner = torch.cat([torch.full((len(r.continuation_ids),), i) for i, r in enumerate(requests)])
+        owner = owner.to(logits.device)
+        scores = torch.log_softmax(self.masked_logits(logits), dim=-1)
+        token_logprobs = scores.gather(-1, targets[:, None]).squeeze(-1)
+        misses = (scores.argmax(-1) != targets).float()
+        sums = torch.zeros(len(requests), device=logits.device).index_add_(0, owner, token_logprobs)
+        missed = torch.zeros(len(requests), device=logits.device).index_add_(0, owner, misses)
+        return [LLOutput(logprob=lp, is_greedy=m == 0) for lp, m in zip(sums.tolist(), missed.tolist(), strict=True)]

@@ -36,7 +36,7 @@ class MeapBenchLM(TemplateLM):
     def __init__(self, backend: Backend, add_bos_token: bool | None = None,
                  max_gen_toks: int = DEFAULT_MAX_GEN_TOKS) -> None:
         super().__init__()
-        self.backend = backend
+        self.engine = backend  # TemplateLM's own `backend` attribute names the model type ("causal")
         self.tokenizer = backend.tokenizer
         self.add_bos_token = add_bos_token
         self._max_gen_toks = max_gen_toks
@@ -81,7 +81,7 @@ class MeapBenchLM(TemplateLM):
 
     @property
     def max_length(self) -> int:
-        return self.backend.max_length
+        return self.engine.max_length
 
     @property
     def max_gen_toks(self) -> int:
@@ -133,7 +133,7 @@ class MeapBenchLM(TemplateLM):
                                 f"max length {self.max_length}")
             keep = self.max_length + 1 - len(continuation)
             backend_requests.append(LLRequest(context[-keep:], continuation))
-        outputs = self.backend.loglikelihood(backend_requests)
+        outputs = self.engine.loglikelihood(backend_requests)
         answers = []
         for (strings, _, _), output in zip(requests, outputs, strict=True):
             answer = (output.logprob, output.is_greedy)
@@ -178,7 +178,7 @@ class MeapBenchLM(TemplateLM):
             ids = self.tok_encode(context, left_truncate_len=self.max_length - max_new)
             backend_requests.append(GenRequest(ids, max_new, tuple(s for s in until if s and s != eos)))
             stops.append(until)
-        outputs = self.backend.generate(backend_requests)
+        outputs = self.engine.generate(backend_requests)
         texts = []
         for request, output, until in zip(requests, outputs, stops, strict=True):
             text = postprocess_generated_text(output.text, until, None)
@@ -187,5 +187,5 @@ class MeapBenchLM(TemplateLM):
         return texts
 
     def get_model_info(self) -> dict[str, Any]:
-        return {"model_name": self.backend.name, "model_fingerprint": self.backend.fingerprint,
+        return {"model_name": self.engine.name, "model_fingerprint": self.engine.fingerprint,
                 "model_max_length": self.max_length}

@@ -17,6 +17,8 @@ from meap_bench.report.aggregate import (
     load_frame,
     paired_differences,
 )
+from meap_bench.report.commonsense import commonsense_table
+from meap_bench.report.curves import BASELINES, POSITION_TASKS, position_report
 from meap_bench.report.figures import heatmaps
 
 HEATMAP_AXES = {"needle": ("depth", "length")}  # task -> (row, column) cell keys
@@ -42,8 +44,12 @@ def build_report(run_dir: Path) -> dict:
         if rows.empty:
             continue
         cells = cell_means(rows, metric)
-        per_checkpoint = checkpoint_summary(rows)
-        paired = paired_differences(rows, metric)
+        # headline summaries and pair statistics leave baseline cells (closed-book, oracle) out
+        main = rows[~rows["cell.setting"].isin(BASELINES)] if "cell.setting" in rows else rows
+        per_checkpoint = checkpoint_summary(main)
+        scores = sorted(c.removeprefix("score.") for c in main.columns if c.startswith("score."))
+        others = [m for m in scores if m != metric]
+        paired = pd.concat([paired_differences(main, m) for m in [metric, *others]], ignore_index=True)
         tables = run_dir / "tables"
         wide = cells.pivot_table(index=[c for c in cell_columns(rows)], columns="checkpoint", values="mean",
                                  dropna=False).reset_index()
@@ -59,22 +65,31 @@ def build_report(run_dir: Path) -> dict:
             "pairs": json.loads(paired.to_json(orient="records")),
             "cells": json.loads(cells.to_json(orient="records")),
         }
+        if task in POSITION_TASKS:  # curves, position x size heatmaps, tables averaged over positions
+            summary["tasks"][task].update(position_report(rows, cells, pairs, task, metric, run_dir, write_table))
+        if task == "commonsense":  # per lm-eval task acc/acc_norm ± stderr, their average, MEAP-NTP per pair
+            table, numbers = commonsense_table(rows, pairs, metric)
+            write_table(table, tables / "commonsense_tasks")
+            markdown = table.to_markdown(index=False, disable_numparse=True)
+            (tables / "commonsense_tasks.md").write_text(markdown + "\n")
+            summary["tasks"][task].update(lm_eval=json.loads(numbers.to_json(orient="records")),
+                                          lm_eval_table=markdown)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
 
 
 def summary_table(summary: dict) -> str:
-    """The compact table printed at the end of a run: headline metric per task and checkpoint."""
-    rows = []
+    """What a run prints at the end: per task, every score's mean per checkpoint, then MEAP-minus-NTP on
+    the headline metric per pair with its paired-bootstrap 95% interval."""
+    blocks = []
     for task, result in summary["tasks"].items():
         metric = result["headline_metric"]
-        for ckpt in result["checkpoints"]:
-            rows.append({"task": task, "checkpoint": ckpt["checkpoint"], "objective": ckpt["objective"],
-                         metric if len(summary["tasks"]) == 1 else "headline": ckpt.get(metric),
-                         "samples": ckpt["samples"], "skipped": ckpt["skipped"]})
-        for pair in result["pairs"]:
-            rows.append({"task": task, "checkpoint": f"pair {pair['pair']}: MEAP-NTP",
-                         "objective": f"95% CI [{pair['ci95_low']:+.3f}, {pair['ci95_high']:+.3f}]",
-                         "headline" if len(summary["tasks"]) > 1 else metric: pair["meap_minus_ntp"],
-                         "samples": pair["n"], "skipped": ""})
-    return pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f")
+        table = pd.DataFrame(result["checkpoints"]).drop(columns=["pair"], errors="ignore")
+        blocks.append(f"{task} (headline: {metric})\n{table.to_markdown(index=False, floatfmt='.3f')}")
+        for pair in (p for p in result["pairs"] if p["metric"] == metric):
+            blocks.append(f"pair {pair['pair']}: MEAP - NTP {metric} = {pair['meap_minus_ntp']:+.3f} "
+                          f"(95% CI [{pair['ci95_low']:+.3f}, {pair['ci95_high']:+.3f}], n={pair['n']}, "
+                          f"MEAP better on {pair['meap_wins']}, NTP on {pair['ntp_wins']})")
+        if result.get("lm_eval_table"):
+            blocks.append(f"{task} (lm-eval):\n{result['lm_eval_table']}")
+    return "\n\n".join(blocks)

@@ -65,10 +65,11 @@ def heatmaps(cells: pd.DataFrame, pairs: dict[str, dict[str, str]], task: str, m
         written += save(fig, out / f"{task}_heatmap_{checkpoint}")
     for label, members in sorted(pairs.items()):
         ntp, meap = (grid(cells, members[o], row_c, col_c) for o in ("ntp", "meap"))
-        fig, axes = plt.subplots(1, 3, figsize=(3 * (1.5 + 0.9 * ntp[0].shape[1]), 1.2 + 0.45 * ntp[0].shape[0]))
+        fig, axes = plt.subplots(1, 3, figsize=(3 * (1.8 + 0.9 * ntp[0].shape[1]), 1.5 + 0.45 * ntp[0].shape[0]),
+                                 layout="constrained")
         draw_grid(axes[0], *ntp, False, f"NTP ({members['ntp']})", (row, col))
         draw_grid(axes[1], *meap, False, f"MEAP ({members['meap']})", (row, col))
         draw_grid(axes[2], meap[0] - ntp[0], ntp[1] | meap[1], True, "MEAP - NTP (points)", (row, col))
-        fig.suptitle(f"{task} {metric}, pair {label}", y=1.06)
+        fig.suptitle(f"{task} {metric}, pair {label}")
         written += save(fig, out / f"{task}_pair_{label}")
     return written

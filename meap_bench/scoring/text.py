@@ -12,20 +12,17 @@ PUNCTUATION = set(string.punctuation)
 
 
 def normalize_answer(text: str) -> str:
-    """Lower case, drop punctuation and the articles a/an/the, collapse white space (unicode NFKC first,
-    and unicode punctuation counts as punctuation)."""
+    """Lower case, delete punctuation, drop the articles a/an/the, collapse white space, as the reference
+    does ("U.S.A." -> "usa"); NFKC first, and unicode punctuation counts as punctuation."""
     text = unicodedata.normalize("NFKC", text).lower()
-    text = "".join(" " if ch in PUNCTUATION or unicodedata.category(ch).startswith("P") else ch for ch in text)
+    text = "".join(ch for ch in text if ch not in PUNCTUATION and not unicodedata.category(ch).startswith("P"))
     text = ARTICLES.sub(" ", text)
     return " ".join(text.split())
 
 
 def first_line(output: str) -> str:
-    """The first non-empty line of a model output (what the reference metrics score)."""
-    for line in output.strip().splitlines():
-        if line.strip():
-            return line
-    return ""
+    """The literal first line of a model output, as the reference scores it (`output.split("\\n")[0]`)."""
+    return output.split("\n")[0]
 
 
 def best_subspan_em(prediction: str, answers: list[str]) -> float:

@@ -5,15 +5,16 @@ Tasks build token-exact requests and score outputs; they never load models or dr
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from transformers import PreTrainedTokenizerBase
 
-from meap_bench.backends.base import LLOutput
+from meap_bench.backends.base import Backend, LLOutput
 from meap_bench.config import Strict
-from meap_bench.records import sha256_json
+from meap_bench.records import Record, sha256_json
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,16 @@ class Task:
         raise NotImplementedError
 
     def score(self, sample: Sample, output: str | None, choices: list[LLOutput]) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class DirectTask(Task):
+    """A task that drives the backend itself (e.g. through lm-eval) instead of yielding samples: it writes
+    its own records (`base` holds the run/checkpoint fields every record carries) and skips the work
+    whose record keys are already in `done`."""
+
+    def evaluate(self, backend: Backend, base: dict[str, Any], run_dir: Path, done: set,
+                 write: Callable[[list[Record]], None]) -> None:
         raise NotImplementedError
 
 

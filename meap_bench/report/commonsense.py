@@ -1,0 +1,100 @@
+"""The commonsense (lm-eval) table: per lm-eval task acc and acc_norm with standard errors for every
+checkpoint, their average, and MEAP minus NTP per pair, all from the per-sample records."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+METRICS = ("acc", "acc_norm")
+TASK_COLUMN = "cell.lm_eval_task"
+
+
+def mean_stderr(values: pd.Series) -> float:
+    """lm-eval's standard error of a mean: sample standard deviation (n - 1) over sqrt(n)."""
+    values = values.dropna()
+    return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else float("nan")
+
+
+def average_metric(per_task: pd.DataFrame, metric: str) -> pd.Series:
+    """Per row, `metric` of each task where it reports one, else its acc (BoolQ and WinoGrande have no
+    acc_norm in lm-eval)."""
+    tasks = list(per_task.columns.get_level_values(0).unique())
+    picked = [per_task[(task, metric)].where(per_task[(task, metric)].notna(), per_task[(task, "acc")])
+              if (task, metric) in per_task.columns else per_task[(task, "acc")] for task in tasks]
+    return pd.concat(picked, axis=1).mean(axis=1, skipna=False)
+
+
+def commonsense_long(frame: pd.DataFrame) -> pd.DataFrame:
+    """checkpoint x lm-eval task x metric: mean, stderr, n."""
+    ok = frame[frame["status"] == "ok"]
+    rows = []
+    for (checkpoint, task), group in ok.groupby(["checkpoint", TASK_COLUMN], sort=True):
+        for metric in METRICS:
+            column = f"score.{metric}"
+            if column not in group or group[column].isna().all():
+                continue
+            values = group[column].dropna()
+            rows.append({"checkpoint": checkpoint, "lm_eval_task": task, "metric": metric,
+                         "mean": float(values.mean()), "stderr": mean_stderr(values), "n": len(values)})
+    return pd.DataFrame(rows)
+
+
+def paired_task_differences(frame: pd.DataFrame, pairs: dict[str, dict[str, str]]) -> pd.DataFrame:
+    """Per pair, lm-eval task and metric: MEAP minus NTP over the documents both members ran."""
+    ok = frame[frame["status"] == "ok"]
+    rows = []
+    for label, members in pairs.items():
+        ntp, meap = (ok[ok["checkpoint"] == members[o]].set_index("sample_id") for o in ("ntp", "meap"))
+        for metric in METRICS:
+            column = f"score.{metric}"
+            if column not in ok:
+                continue
+            joined = pd.concat({"ntp": ntp[column], "meap": meap[column], "task": ntp[TASK_COLUMN]},
+                               axis=1, join="inner").dropna()
+            for task, group in joined.groupby("task", sort=True):
+                diff = group["meap"] - group["ntp"]
+                rows.append({"pair": label, "lm_eval_task": task, "metric": metric, "n": len(diff),
+                             "meap_minus_ntp": float(diff.mean()), "stderr": mean_stderr(diff)})
+    return pd.DataFrame(rows)
+
+
+def commonsense_table(frame: pd.DataFrame, pairs: dict[str, dict[str, str]], metric: str
+                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(wide table for display, long table of every number). The wide table has `mean ± stderr` per
+    task and metric, the average over tasks of `metric` (acc where a task has no acc_norm), and one
+    `pair X: MEAP-NTP` row per complete pair (paired difference ± its standard error)."""
+    long = commonsense_long(frame)
+    if long.empty:
+        return pd.DataFrame(), long
+    means = long.pivot_table(index="checkpoint", columns=["lm_eval_task", "metric"], values="mean")
+    errors = long.pivot_table(index="checkpoint", columns=["lm_eval_task", "metric"], values="stderr")
+    average_name = f"average ({metric}, else acc)"
+    meta = frame.groupby("checkpoint")[["objective"]].first()
+    wide = pd.DataFrame(index=means.index)
+    wide["objective"] = meta["objective"]
+    for task, name in means.columns:
+        wide[f"{task} {name}"] = [f"{m:.4f} ± {e:.4f}" if not np.isnan(m) else "-"
+                                  for m, e in zip(means[(task, name)], errors[(task, name)], strict=True)]
+    average = average_metric(means, metric)
+    wide[average_name] = [f"{a:.4f}" for a in average]
+    rows = wide.reset_index()
+    diffs = paired_task_differences(frame, pairs)
+    extra = []
+    for label, group in (diffs.groupby("pair", sort=True) if not diffs.empty else []):
+        row: dict = {"checkpoint": f"pair {label}: MEAP-NTP", "objective": ""}
+        table = group.pivot_table(index="pair", columns=["lm_eval_task", "metric"], values="meap_minus_ntp")
+        spread = group.pivot_table(index="pair", columns=["lm_eval_task", "metric"], values="stderr")
+        for task, name in table.columns:  # the paired difference and its standard error
+            row[f"{task} {name}"] = f"{table[(task, name)].iloc[0]:+.4f} ± {spread[(task, name)].iloc[0]:.4f}"
+        row[average_name] = f"{average_metric(table, metric).iloc[0]:+.4f}"
+        extra.append(row)
+    if extra:
+        rows = pd.concat([rows, pd.DataFrame(extra)], ignore_index=True)
+    if not diffs.empty:
+        pair_rows = diffs.rename(columns={"meap_minus_ntp": "mean"})
+        pair_rows.insert(0, "checkpoint", "pair " + pair_rows.pop("pair") + ": MEAP-NTP")
+        long = pd.concat([long, pair_rows], ignore_index=True)
+    return rows.fillna("-"), long

@@ -1,0 +1,176 @@
+"""Position sweeps (mdqa, kv): accuracy-vs-position curves with 95% bands, position x size heatmaps, and
+tables per cell and averaged over positions (the paper's summary number).
+
+Cells of these tasks carry `position` and a size (`n_docs` or `n_pairs`); mdqa's also carry `setting`:
+`documents`, or the baselines `closed_book` (drawn dashed) and `oracle` (drawn dotted)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from meap_bench.report.aggregate import paired_differences  # noqa: E402
+from meap_bench.report.figures import heatmaps, save  # noqa: E402
+
+POSITION_TASKS = {"mdqa": "n_docs", "kv": "n_pairs"}  # task -> its size key
+SIZE_LABELS = {"n_docs": "documents", "n_pairs": "key-value pairs"}
+DOCUMENTS = "documents"
+BASELINES = ("closed_book", "oracle")
+Z95 = 1.959963984540054
+
+
+def interval(values: np.ndarray) -> tuple[float, float]:
+    """95% interval of a mean: Wilson for 0/1 scores, else mean +- 1.96 standard errors."""
+    n = len(values)
+    if n == 0:
+        return (math.nan, math.nan)
+    mean = float(values.mean())
+    if np.isin(values, (0.0, 1.0)).all():
+        denom = 1 + Z95**2 / n
+        centre = (mean + Z95**2 / (2 * n)) / denom
+        half = Z95 * math.sqrt(mean * (1 - mean) / n + Z95**2 / (4 * n * n)) / denom
+        return (max(0.0, centre - half), min(1.0, centre + half))
+    half = Z95 * float(values.std(ddof=1)) / math.sqrt(n) if n > 1 else math.nan
+    return (mean - half, mean + half)
+
+
+def with_setting(rows: pd.DataFrame) -> pd.DataFrame:
+    rows = rows.copy()
+    if "cell.setting" not in rows:
+        rows["cell.setting"] = DOCUMENTS
+    return rows
+
+
+def position_cells(rows: pd.DataFrame, metric: str, size: str) -> pd.DataFrame:
+    """Per checkpoint and cell: samples run and skipped, mean and 95% interval of `metric`."""
+    column = f"score.{metric}"
+    out = []
+    keys = ["checkpoint", "cell.setting", f"cell.{size}", "cell.position"]
+    for key, group in with_setting(rows).groupby(keys, sort=True):
+        ok = group[group["status"] == "ok"]
+        values = ok[column].dropna().to_numpy(dtype=float) if column in ok else np.array([])
+        low, high = interval(values)
+        out.append({"checkpoint": key[0], "objective": group["objective"].iloc[0], "setting": key[1],
+                    size: int(key[2]), "position": int(key[3]), "n": len(values),
+                    "skipped": int((group["status"] != "ok").sum()),
+                    "mean": float(values.mean()) if len(values) else math.nan, "ci95_low": low, "ci95_high": high})
+    return pd.DataFrame(out)
+
+
+def averaged(per_cell: pd.DataFrame, size: str) -> pd.DataFrame:
+    """One row per checkpoint: the baselines and, per size, the mean over positions of the cell means
+    (cells with no sample run are left out and counted)."""
+    rows = []
+    for checkpoint, mine in per_cell.groupby("checkpoint", sort=True):
+        row: dict = {"checkpoint": checkpoint, "objective": mine["objective"].iloc[0]}
+        for setting in BASELINES:
+            cell = mine[mine["setting"] == setting]
+            if not cell.empty:
+                row[setting] = cell["mean"].iloc[0]
+        docs = mine[mine["setting"] == DOCUMENTS]
+        for n, cells in docs.groupby(size, sort=True):
+            run = cells[cells["n"] > 0]
+            row[f"{n} {SIZE_LABELS[size]}: avg over positions"] = run["mean"].mean() if len(run) else math.nan
+            row[f"{n}: positions run"] = f"{len(run)}/{len(cells)}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paired_by_size(rows: pd.DataFrame, metric: str, size: str) -> pd.DataFrame:
+    """MEAP minus NTP per pair for each baseline and each size (averaged over positions: every sample
+    of every position, matched by sample id), with the paired bootstrap interval."""
+    rows = with_setting(rows)
+    parts = []
+    for (setting, n), subset in rows.groupby(["cell.setting", f"cell.{size}"], sort=True):
+        paired = paired_differences(subset, metric)
+        if not paired.empty:
+            paired.insert(1, "setting", setting)
+            paired.insert(2, size, int(n))
+            parts.append(paired)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def curves(per_cell: pd.DataFrame, task: str, metric: str, size: str, out: Path) -> list[Path]:
+    """Accuracy vs gold position, one line (with 95% band) per checkpoint and one panel per size;
+    closed-book dashed and oracle dotted, in the checkpoint's colour."""
+    docs = per_cell[per_cell["setting"] == DOCUMENTS]
+    sizes = sorted(docs[size].unique()) or [0]
+    checkpoints = sorted(per_cell["checkpoint"].unique())
+    colours = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(checkpoints)}
+    fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.4), squeeze=False, sharey=True)
+    for ax, n in zip(axes[0], sizes, strict=True):
+        for checkpoint in checkpoints:
+            colour = colours[checkpoint]
+            line = docs[(docs["checkpoint"] == checkpoint) & (docs[size] == n)].sort_values("position")
+            run = line[line["n"] > 0]
+            if not run.empty:
+                ax.plot(run["position"], 100 * run["mean"], marker="o", color=colour, label=checkpoint)
+                ax.fill_between(run["position"], 100 * run["ci95_low"], 100 * run["ci95_high"], color=colour,
+                                alpha=0.15, lw=0)
+            for setting, style in (("closed_book", "--"), ("oracle", ":")):
+                base = per_cell[(per_cell["checkpoint"] == checkpoint) & (per_cell["setting"] == setting)
+                                & (per_cell["n"] > 0)]
+                if not base.empty:
+                    ax.axhline(100 * base["mean"].iloc[0], color=colour, ls=style, lw=1.2)
+        skipped = sorted(set(line_positions(docs, size, n)) - set(docs[(docs[size] == n) & (docs["n"] > 0)]
+                                                                   ["position"]))
+        title = f"{n} {SIZE_LABELS[size]}" + (f" (skipped: {', '.join(map(str, skipped))})" if skipped else "")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("gold position")
+        ticks = line_positions(docs, size, n)
+        if ticks:
+            ax.set_xticks(ticks)
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"{metric} (%)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes[0][1:]:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if any((per_cell["setting"] == s).any() for s in BASELINES):
+        handles += [plt.Line2D([], [], color="#555555", ls="--"), plt.Line2D([], [], color="#555555", ls=":")]
+        labels += ["closed-book", "oracle"]
+    if handles:
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(labels), 4),
+                   fontsize=8, frameon=False)
+    fig.suptitle(f"{task}: {metric} by gold position (95% bands)", y=1.02)
+    fig.tight_layout()
+    return save(fig, out / f"{task}_curves")
+
+
+def line_positions(docs: pd.DataFrame, size: str, n: int) -> list[int]:
+    return sorted(int(p) for p in docs[docs[size] == n]["position"].unique())
+
+
+def position_report(rows: pd.DataFrame, cells: pd.DataFrame, pairs: dict[str, dict[str, str]], task: str,
+                    metric: str, run_dir: Path, write_table) -> dict:
+    """Curves, heatmaps (documents cells only) and tables of one position-sweep task; returns the
+    averaged results for summary.json."""
+    size = POSITION_TASKS[task]
+    per_cell = position_cells(rows, metric, size)
+    figures, tables = run_dir / "figures", run_dir / "tables"
+    curves(per_cell, task, metric, size, figures)
+    if "cell.setting" in cells:
+        doc_cells = cells[cells["cell.setting"] == DOCUMENTS]
+    else:
+        doc_cells = cells
+    if not doc_cells.empty:
+        heatmaps(doc_cells, pairs, task, metric, "position", size, figures)
+    by_size = averaged(per_cell, size)
+    paired = paired_by_size(rows, metric, size)
+    write_table(per_cell, tables / f"{task}_positions")
+    write_table(by_size, tables / f"{task}_averaged")
+    if not paired.empty:
+        write_table(paired, tables / f"{task}_pairs_averaged")
+    return {"averaged": json.loads(by_size.to_json(orient="records")),
+            "pairs_averaged": json.loads(paired.to_json(orient="records")) if not paired.empty else []}

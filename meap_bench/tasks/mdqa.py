@@ -1,0 +1,110 @@
+"""Multi-document QA ("lost in the middle"): the same questions with the gold document at each position
+among N documents, plus closed-book (no documents) and oracle (gold document only) baselines.
+
+Cells: `{"setting": "documents", "n_docs": N, "position": K}`, `{"setting": "closed_book", "n_docs": 0,
+"position": 0}` and `{"setting": "oracle", "n_docs": 1, "position": 1}`. Scored by best-subspan exact
+match on the first output line and by the teacher-forced log p(first gold answer | prompt)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, PositiveInt
+
+from meap_bench.backends.base import LLOutput
+from meap_bench.data import lost_in_middle as lim
+from meap_bench.data.synthetic import MULTIDOC_INSTRUCTION
+from meap_bench.errors import UserError
+from meap_bench.scoring import best_subspan_em
+from meap_bench.tasks.base import ModelContext, Sample, Task
+from meap_bench.tasks.positions import (
+    IntList,
+    PositionConfig,
+    Prompt,
+    build_group,
+    chosen_positions,
+    paper_positions,
+    place,
+)
+
+SOURCES = ("synthetic", "nq", "nq-oracle")
+
+
+class MdqaConfig(PositionConfig):
+    source: Literal["synthetic", "nq", "nq-oracle"] = "synthetic"
+    n_docs: IntList = Field(default_factory=lambda: [5, 10, 20])
+    questions: PositiveInt = 20
+    closed_book: bool = True
+    oracle: bool = True
+    instruction: str = MULTIDOC_INSTRUCTION
+    synthetic_filler_sentences: int = Field(default=1, ge=0)
+    synthetic_max_sentence_chars: PositiveInt = 80
+    headline_metric: Literal["best_subspan_em", "answer_greedy"] = "best_subspan_em"
+
+
+def render_documents(docs: list[lim.Passage]) -> str:
+    return "\n".join(f"Document [{i}](Title: {d.title}) {d.text}" for i, d in enumerate(docs, start=1))
+
+
+class MdqaTask(Task):
+    name = "mdqa"
+    config_model = MdqaConfig
+    config: MdqaConfig
+
+    def items(self) -> list[lim.QAItem]:
+        """The questions (the same in every cell), each with enough distractors for the largest cell."""
+        cfg = self.config
+        count = min(cfg.questions, self.limit or cfg.questions)
+        need = max(cfg.n_docs) - 1
+        data_dir = Path(cfg.data_dir).expanduser() if cfg.data_dir else None
+        if cfg.source == "synthetic":
+            return lim.synthetic_qa(count, need, self.seed, cfg.synthetic_filler_sentences,
+                                    cfg.synthetic_max_sentence_chars)
+        if cfg.source == "nq-oracle":
+            total = len(lim.oracle_rows(data_dir))
+            return lim.load_nq_oracle(data_dir, need, self.seed, lim.pick_indices(total, count, self.seed))
+        items = lim.load_nq(data_dir)
+        have = min(len(item.distractors) for item in items)
+        if need > have:
+            raise UserError(f"mdqa.n_docs: {need + 1} documents need {need} distractors but the nq file has "
+                            f"{have}; use n_docs <= {have + 1} or a file with more documents")
+        return [items[i] for i in lim.pick_indices(len(items), count, self.seed)]
+
+    def user_text(self, question: str, docs: list[lim.Passage] | None) -> str:
+        if docs is None:  # closed book, as in the reference closed-book prompt
+            return f"Question: {question}"
+        head = f"{self.config.instruction}\n\n" if self.config.instruction else ""
+        query = f"Question: {question}\n\n" if self.config.query_aware else ""
+        return f"{head}{query}{render_documents(docs)}\n\nQuestion: {question}"
+
+    def samples(self, model: ModelContext) -> Iterator[Sample]:
+        cfg = self.config
+        meta = {"source": cfg.source}
+        for item in self.items():
+            groups: list[list[Prompt]] = []
+            if cfg.closed_book:
+                groups.append([Prompt(f"closed-{item.qid}", {"setting": "closed_book", "n_docs": 0, "position": 0},
+                                      self.user_text(item.question, None), "Answer:", None, meta)])
+            if cfg.oracle:
+                groups.append([Prompt(f"oracle-{item.qid}", {"setting": "oracle", "n_docs": 1, "position": 1},
+                                      self.user_text(item.question, [item.gold]), "Answer:",
+                                      "Document [1](", meta)])
+            for n in sorted(set(cfg.n_docs)):
+                group = []
+                for k in chosen_positions(cfg.positions, n, paper_positions(n), "mdqa.positions"):
+                    docs = place(item.gold, item.distractors, n, k)
+                    group.append(Prompt(f"N{n}-P{k}-{item.qid}", {"setting": "documents", "n_docs": n, "position": k},
+                                        self.user_text(item.question, docs), "Answer:", f"Document [{k}](", meta))
+                groups.append(group)
+            for group in groups:
+                yield from build_group(model, group, item.answers, cfg.max_new_tokens)
+
+    def score(self, sample: Sample, output: str | None, choices: list[LLOutput]) -> dict[str, float]:
+        answers = sample.meta.get("answers") or [sample.target]
+        scores = {"best_subspan_em": best_subspan_em(output or "", answers)}
+        if choices:
+            scores["answer_logprob"] = choices[0].logprob
+            scores["answer_greedy"] = float(choices[0].is_greedy)
+        return scores
