@@ -1,26 +1,41 @@
-"""Per-sample records: one JSON line each, appended and flushed as each batch finishes."""
+"""Per-sample records: one JSON line each (read and written with `jsonlines`), appended and fsynced as
+each batch finishes, validated on read."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import cache, partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import jsonlines
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+from meap_bench.errors import UserError
+
+SCHEMA_VERSION = 2  # bump when a field changes meaning; records of another version are refused on read
+Status = Literal["ok", "skipped"]
 
 
 @dataclass
 class Record:
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
     run: str
     checkpoint: str
-    fingerprint: str
+    fingerprint: str  # of the weights, config and tokenizer files that produced this record
+    backend: str  # inference backend that produced it (hf, vllm, ...)
     objective: str
     pair: str | None
     task: str
     cell: dict[str, Any]
-    sample_id: str
-    status: str  # "ok" or "skipped"
+    sample_id: str  # unique within task: one prompt of one cell
+    item_id: str  # the item reused across cells (needle, question, key-value record): the resampling unit
+    status: Status
     request_sha256: str
     prompt_sha256: str | None = None
     prompt_tokens: int | None = None
@@ -31,57 +46,114 @@ class Record:
     skip_reason: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    schema: int = SCHEMA_VERSION
 
     @property
-    def key(self) -> tuple[str, str, str, str, str]:
-        return resume_key(self.checkpoint, self.fingerprint, self.task, self.sample_id, self.request_sha256)
+    def key(self) -> tuple[str, ...]:
+        return resume_key(self.checkpoint, self.fingerprint, self.backend, self.task, self.sample_id,
+                          self.request_sha256)
 
 
-def resume_key(checkpoint: str, fingerprint: str, task: str, sample_id: str, request_sha256: str
-               ) -> tuple[str, str, str, str, str]:
-    """What makes a record reusable: same weights, same task sample, same request (prompt ids and
-    generation settings)."""
-    return (checkpoint, fingerprint, task, sample_id, request_sha256)
+def resume_key(checkpoint: str, fingerprint: str, backend: str, task: str, sample_id: str, request_sha256: str
+               ) -> tuple[str, ...]:
+    """What makes a record reusable: same weights, same backend, same task sample, same request (prompt ids
+    and generation settings)."""
+    return (checkpoint, fingerprint, backend, task, sample_id, request_sha256)
 
 
 def sha256_json(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+@cache
+def _adapter() -> TypeAdapter[Record]:
+    return TypeAdapter(Record)
+
+
+def parse_record(data: Any, where: str) -> Record:
+    """A record from one decoded line; another schema version or a malformed record is a UserError."""
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected a JSON object, got {type(data).__name__}; the file is not a "
+                        f"meap-bench records file")
+    version = data.get("schema")
+    if version != SCHEMA_VERSION:
+        raise UserError(f"{where}: record schema {version!r}, but this meap-bench reads schema {SCHEMA_VERSION}; "
+                        f"run again into a new run directory (--run-name) or use the meap-bench that wrote it")
+    try:
+        return _adapter().validate_python(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise UserError(f"{where}: invalid record field '{loc}' ({first['msg'].lower()}); the file was edited "
+                        f"or damaged: restore it or start a new run directory") from None
+
+
+def complete_lines(handle: Iterable[str]) -> Iterator[str]:
+    """The lines of a file up to a last line cut off by a kill (no newline), which is left out."""
+    for line in handle:
+        if not line.endswith("\n"):
+            return
+        yield line
+
+
 def read_records(path: Path) -> list[Record]:
-    """All complete records of a file; a last line cut off by a kill is ignored (and later rewritten)."""
+    """All complete records of a file, validated; a last line torn by a kill is ignored (and later cut)."""
     if not path.is_file():
         return []
     records = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if not line.endswith("\n"):
-                break
-            records.append(Record(**json.loads(line)))
+    try:
+        with open(path, encoding="utf-8") as handle, jsonlines.Reader(complete_lines(handle)) as reader:
+            for number, data in enumerate(reader.iter(skip_empty=True), start=1):
+                records.append(parse_record(data, f"{path} record {number}"))
+    except jsonlines.InvalidLineError as err:
+        raise UserError(f"{path} line {err.lineno}: not valid JSON; the file was edited or damaged: restore "
+                        f"it or start a new run directory") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; it is not a meap-bench records file") from None
     return records
 
 
+def truncate_torn_tail(path: Path) -> None:
+    """Cut a last line left without its newline by a killed writer, in place: the complete records before
+    it are never rewritten, so no crash during the repair can lose them."""
+    with open(path, "r+b") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        end = size
+        while end > 0:
+            start = max(0, end - (1 << 16))
+            handle.seek(start)
+            block = handle.read(end - start)
+            if end == size and block.endswith(b"\n"):
+                return
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                end = start + newline + 1
+                break
+            end = start
+        handle.truncate(end)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 class RecordWriter:
-    """Appends records and fsyncs per batch. Opening it drops a torn last line left by a killed run, so
+    """Appends records and fsyncs per batch. Opening it cuts a torn last line left by a killed run, so
     the file only ever holds whole records."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._drop_torn_tail()
+        if path.is_file():
+            truncate_torn_tail(path)
         self.handle = open(path, "a", encoding="utf-8")
-
-    def _drop_torn_tail(self) -> None:
-        if not self.path.is_file():
-            return
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            self.path.write_bytes(data[: data.rfind(b"\n") + 1])
+        self.writer = jsonlines.Writer(self.handle, compact=True, dumps=partial(json.dumps, ensure_ascii=False))
 
     def write(self, records: list[Record]) -> None:
-        self.handle.write("".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in records))
+        if not records:
+            return
+        self.writer.write_all(asdict(r) for r in records)
         self.handle.flush()
         os.fsync(self.handle.fileno())
 
     def close(self) -> None:
+        self.writer.close()
         self.handle.close()

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from meap_bench.backends import Backend, GenRequest, LLRequest, load_backend
 from meap_bench.config import Checkpoint
 from meap_bench.errors import UserError
-from meap_bench.records import Record, RecordWriter, read_records, sha256_json
+from meap_bench.records import Record, RecordWriter, read_records, resume_key, sha256_json
 from meap_bench.tasks import TASKS, ModelContext, Sample, Task, TaskConfig
 from meap_bench.tasks.base import DirectTask
 
@@ -120,8 +120,8 @@ def run_task(plan: RunPlan, checkpoint: Checkpoint, backend: Backend, task: Task
     model = ModelContext(backend.tokenizer, backend.max_length, checkpoint.chat_template)
     samples = list(task.samples(model))
     base = record_base(plan, checkpoint, backend, task)
-    todo = [s for s in samples
-            if (checkpoint.name, backend.fingerprint, task.name, s.sample_id, s.request_sha256) not in done]
+    todo = [s for s in samples if resume_key(checkpoint.name, backend.fingerprint, plan.backend, task.name,
+                                             s.sample_id, s.request_sha256) not in done]
     bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc=f"{checkpoint.name} / {task.name}",
                unit="sample", dynamic_ncols=True)
     skipped = [s for s in todo if s.prompt_ids is None]
@@ -143,7 +143,8 @@ def run_task(plan: RunPlan, checkpoint: Checkpoint, backend: Backend, task: Task
 def record_base(plan: RunPlan, checkpoint: Checkpoint, backend: Backend, task: Task) -> dict[str, Any]:
     """The fields every record of this checkpoint and task carries."""
     return {"run": plan.run_dir.name, "checkpoint": checkpoint.name, "fingerprint": backend.fingerprint,
-            "objective": checkpoint.objective or "", "pair": checkpoint.pair, "task": task.name}
+            "backend": plan.backend, "objective": checkpoint.objective or "", "pair": checkpoint.pair,
+            "task": task.name}
 
 
 def evaluate_chunk(base: dict, backend: Backend, task: Task, chunk: list[Sample]) -> list[Record]:
@@ -163,7 +164,7 @@ def evaluate_chunk(base: dict, backend: Backend, task: Task, chunk: list[Sample]
 def record_of(base: dict, sample: Sample, output: str | None, scores: dict[str, float], seconds: float
               ) -> Record:
     return Record(
-        **base, cell=sample.cell, sample_id=sample.sample_id,
+        **base, cell=sample.cell, sample_id=sample.sample_id, item_id=sample.item_id,
         status="skipped" if sample.prompt_ids is None else "ok", request_sha256=sample.request_sha256,
         prompt_sha256=sample.prompt_sha256,
         prompt_tokens=len(sample.prompt_ids) if sample.prompt_ids is not None else None,

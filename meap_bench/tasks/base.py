@@ -33,6 +33,7 @@ class Sample:
     sample_id: str
     cell: dict[str, Any]
     target: str
+    item_id: str = ""  # the item this prompt asks about, shared across cells (defaults to sample_id)
     prompt_text: str | None = None
     prompt_ids: list[int] | None = None
     skip_reason: str | None = None
@@ -41,6 +42,9 @@ class Sample:
     choices: list[list[int]] = field(default_factory=list)  # continuations scored after the prompt, gold first
     target_offset: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.item_id = self.item_id or self.sample_id
 
     @property
     def request_sha256(self) -> str:

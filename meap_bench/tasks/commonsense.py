@@ -136,7 +136,8 @@ def sample_record(base: dict[str, Any], lm_task: str, sample: dict[str, Any], nu
                     choices=[a[1] for a in arguments if isinstance(a, list) and len(a) > 1])
     request = sha256_json([lm_task, sample["doc_id"], arguments, num_fewshot])
     return Record(
-        **base, cell={"lm_eval_task": lm_task}, sample_id=f"{lm_task}/{sample['doc_id']}", status="ok",
+        **base, cell={"lm_eval_task": lm_task}, sample_id=f"{lm_task}/{sample['doc_id']}",
+        item_id=f"{lm_task}/{sample['doc_id']}", status="ok",
         request_sha256=request,
         prompt_sha256=hashlib.sha256(context.encode()).hexdigest() if isinstance(context, str) else None,
         target=str(sample.get("target")), scores=scores, meta=meta, seconds=round(seconds, 5),
@@ -167,7 +168,7 @@ class CommonsenseTask(DirectTask):
         marker = data.get("meap_bench", {})
         if marker.get("settings") != self.settings(base["fingerprint"]):
             return False
-        keys = {resume_key(base["checkpoint"], base["fingerprint"], self.name, sample_id, sha)
+        keys = {resume_key(base["checkpoint"], base["fingerprint"], base["backend"], self.name, sample_id, sha)
                 for sample_id, sha in marker.get("requests", {}).items()}
         return bool(keys) and keys <= done
 

@@ -105,7 +105,7 @@ class KvTask(Task):
             gold = (item.key, item.value)
             for n in sizes:
                 auto = spread_positions(n, cfg.auto_positions)
-                group = [Prompt(f"N{n}-P{k}-{item.qid}", {"n_pairs": n, "position": k},
+                group = [Prompt(f"N{n}-P{k}-{item.qid}", item.qid, {"n_pairs": n, "position": k},
                                 self.user_text(place(gold, item.distractors, n, k), item.key),
                                 "Corresponding value:", f"{json.dumps(item.key)}: {json.dumps(item.value)}",
                                 {**meta, "depth": round(100 * (k - 1) / max(n - 1, 1), 2)})

@@ -85,17 +85,20 @@ class MdqaTask(Task):
         for item in self.items():
             groups: list[list[Prompt]] = []
             if cfg.closed_book:
-                groups.append([Prompt(f"closed-{item.qid}", {"setting": "closed_book", "n_docs": 0, "position": 0},
+                groups.append([Prompt(f"closed-{item.qid}", item.qid,
+                                      {"setting": "closed_book", "n_docs": 0, "position": 0},
                                       self.user_text(item.question, None), "Answer:", None, meta)])
             if cfg.oracle:
-                groups.append([Prompt(f"oracle-{item.qid}", {"setting": "oracle", "n_docs": 1, "position": 1},
+                groups.append([Prompt(f"oracle-{item.qid}", item.qid,
+                                      {"setting": "oracle", "n_docs": 1, "position": 1},
                                       self.user_text(item.question, [item.gold]), "Answer:",
                                       "Document [1](", meta)])
             for n in sorted(set(cfg.n_docs)):
                 group = []
                 for k in chosen_positions(cfg.positions, n, paper_positions(n), "mdqa.positions"):
                     docs = place(item.gold, item.distractors, n, k)
-                    group.append(Prompt(f"N{n}-P{k}-{item.qid}", {"setting": "documents", "n_docs": n, "position": k},
+                    group.append(Prompt(f"N{n}-P{k}-{item.qid}", item.qid,
+                                        {"setting": "documents", "n_docs": n, "position": k},
                                         self.user_text(item.question, docs), "Answer:", f"Document [{k}](", meta))
                 groups.append(group)
             for group in groups:

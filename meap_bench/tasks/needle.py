@@ -139,11 +139,11 @@ class NeedleTask(Task):
                     sample_id = f"L{length}-D{depth:g}-S{index}"
                     cell = {"length": length, "depth": depth}
                     if length > model.max_length:
-                        yield Sample(sample_id, cell, needle.answer,
+                        yield Sample(sample_id, cell, needle.answer, item_id=f"needle-{index}",
                                      skip_reason=f"context length {length} > checkpoint max length "
                                                  f"{model.max_length}")
                         continue
-                    yield builder.build(sample_id, cell, needle)
+                    yield builder.build(sample_id, cell, needle, f"needle-{index}")
 
     def score(self, sample: Sample, output: str | None, choices: list[LLOutput]) -> dict[str, float]:
         scores = {"contains": contains(output or "", sample.target),
@@ -196,13 +196,13 @@ class PromptBuilder:
         text, enc = encode_prompt(self.model, user, f"Answer: {needle.answer_prefix}")
         return text, haystack, enc
 
-    def build(self, sample_id: str, cell: dict, needle: DrawnNeedle) -> Sample:
+    def build(self, sample_id: str, cell: dict, needle: DrawnNeedle, item_id: str) -> Sample:
         """The longest haystack (whole sentences) for which prompt + max_new_tokens fits the cell."""
         length, depth = cell["length"], cell["depth"]
         budget = length - self.config.max_new_tokens
         empty = self.render(needle, 0, depth)
         if len(empty[2]["input_ids"]) > budget:
-            return Sample(sample_id, cell, needle.answer,
+            return Sample(sample_id, cell, needle.answer, item_id=item_id,
                           skip_reason=f"prompt without haystack ({len(empty[2]['input_ids'])} tokens) + "
                                       f"{self.config.max_new_tokens} new tokens exceeds length {length}")
         self.estimate_bounds(budget + 64)
@@ -231,7 +231,7 @@ class PromptBuilder:
         choices = [continuation_ids(self.model.tokenizer, text, ids, f" {a}", chat)
                    for a in (needle.answer, *needle.distractors)]
         return Sample(
-            sample_id, cell, needle.answer, prompt_text=text, prompt_ids=ids,
+            sample_id, cell, needle.answer, item_id=item_id, prompt_text=text, prompt_ids=ids,
             max_new_tokens=self.config.max_new_tokens, stop=("\n",), choices=choices,
             target_offset=needle_tok,
             meta={"depth_actual": round(100 * (needle_tok - first) / around, 2), "haystack_tokens": around,

@@ -74,6 +74,7 @@ class Prompt:
     """One prompt of a group before tokenisation; `gold_text` locates the gold item in the prompt."""
 
     sample_id: str
+    item_id: str
     cell: dict[str, Any]
     user_text: str
     answer_prefix: str
@@ -102,7 +103,7 @@ def build_group(model: ModelContext, prompts: list[Prompt], answers: Sequence[st
         if longest + new > model.max_length:
             reason = (f"prompt of {longest} tokens + {new} new tokens exceeds the checkpoint's max length "
                       f"{model.max_length}")
-            samples.append(Sample(prompt.sample_id, prompt.cell, answers[0], skip_reason=reason,
+            samples.append(Sample(prompt.sample_id, prompt.cell, answers[0], prompt.item_id, skip_reason=reason,
                                   meta={**prompt.meta, "answers": list(answers), "prompt_tokens": longest}))
             continue
         ids = list(enc["input_ids"])
@@ -113,8 +114,8 @@ def build_group(model: ModelContext, prompts: list[Prompt], answers: Sequence[st
                 raise RuntimeError(f"{prompt.sample_id}: gold text not found in the rendered prompt")
             offset = enc.char_to_token(char)
         samples.append(Sample(
-            prompt.sample_id, prompt.cell, answers[0], prompt_text=text, prompt_ids=ids, max_new_tokens=new,
-            stop=("\n",), choices=[cont], target_offset=offset,
+            prompt.sample_id, prompt.cell, answers[0], prompt.item_id, prompt_text=text, prompt_ids=ids,
+            max_new_tokens=new, stop=("\n",), choices=[cont], target_offset=offset,
             meta={**prompt.meta, "answers": list(answers),
                   "tokens_after_gold": len(ids) - offset if offset is not None else None},
         ))
