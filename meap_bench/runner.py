@@ -14,9 +14,11 @@ from typing import Any
 from tqdm import tqdm
 
 from meap_bench.backends import Backend, GenRequest, LLRequest, load_backend
-from meap_bench.config import Checkpoint
+from meap_bench.config import Checkpoint, validate
 from meap_bench.errors import UserError
+from meap_bench.faults import fault_point
 from meap_bench.records import Record, RecordWriter, read_records, resume_key, sha256_json
+from meap_bench.rundir import atomic_write_text, read_run_json, run_checkpoints
 from meap_bench.tasks import TASKS, ModelContext, Sample, Task, TaskConfig
 from meap_bench.tasks.base import DirectTask
 
@@ -67,12 +69,15 @@ def git_commit() -> str | None:
 
 def plan_from_run_json(run_dir: Path, device: str | None) -> RunPlan:
     """`run --resume RUN_DIR`: the plan recorded when the run started."""
-    path = run_dir / "run.json"
-    if not path.is_file():
+    if not (run_dir / "run.json").is_file():
         raise UserError(f"--resume {run_dir}: no run.json there; give a run directory made by `run`")
-    data = json.loads(path.read_text())
-    tasks = {name: TASKS[name].config_model.model_validate(cfg) for name, cfg in data["tasks"].items()}
-    checkpoints = [Checkpoint.model_validate(c) for c in data["checkpoints"]]
+    data = read_run_json(run_dir)
+    source = str(run_dir / "run.json")
+    for name in data["tasks"]:
+        if name not in TASKS:
+            raise UserError(f"{source}: unknown task '{name}'; the file was edited or damaged: restore it")
+    tasks = {name: validate(TASKS[name].config_model, cfg, source, name) for name, cfg in data["tasks"].items()}
+    checkpoints = run_checkpoints(data, run_dir)
     return RunPlan(run_dir, checkpoints, tasks, data["seed"], data["limit"], data["backend"],
                    device or data["device"])
 
@@ -81,7 +86,7 @@ def write_run_json(plan: RunPlan, fingerprints: dict[str, str]) -> None:
     path = plan.run_dir / "run.json"
     identity = plan.identity()
     if path.is_file():
-        old = json.loads(path.read_text())
+        old = read_run_json(plan.run_dir)
         if {k: old.get(k) for k in identity} != identity:
             raise UserError(f"{plan.run_dir} holds a run with another config; pass another --run-name, "
                             f"or --resume {plan.run_dir} to continue it as it was")
@@ -90,9 +95,7 @@ def write_run_json(plan: RunPlan, fingerprints: dict[str, str]) -> None:
             "fingerprints": fingerprints, "versions": versions(), "git_commit": git_commit(),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     plan.run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def execute(plan: RunPlan) -> None:
@@ -102,6 +105,7 @@ def execute(plan: RunPlan) -> None:
     writer = RecordWriter(records_path)
     try:
         for checkpoint in plan.checkpoints:
+            fault_point("checkpoint")
             backend = load_backend(checkpoint, plan.backend, plan.device)
             write_run_json(plan, {checkpoint.name: backend.fingerprint})
             for name, config in plan.tasks.items():
@@ -120,24 +124,44 @@ def run_task(plan: RunPlan, checkpoint: Checkpoint, backend: Backend, task: Task
     model = ModelContext(backend.tokenizer, backend.max_length, checkpoint.chat_template)
     samples = list(task.samples(model))
     base = record_base(plan, checkpoint, backend, task)
+    check_consistent(plan, checkpoint, backend, task, samples, done)
     todo = [s for s in samples if resume_key(checkpoint.name, backend.fingerprint, plan.backend, task.name,
                                              s.sample_id, s.request_sha256) not in done]
-    bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc=f"{checkpoint.name} / {task.name}",
-               unit="sample", dynamic_ncols=True)
-    skipped = [s for s in todo if s.prompt_ids is None]
-    writer.write([record_of(base, s, None, {}, 0.0) for s in skipped])
-    bar.update(len(skipped))
-    runnable = [s for s in todo if s.prompt_ids is not None]
-    for start in range(0, len(runnable), CHUNK):
-        chunk = runnable[start:start + CHUNK]
-        began = time.perf_counter()
-        records = evaluate_chunk(base, backend, task, chunk)
-        seconds = (time.perf_counter() - began) / len(chunk)
-        for record in records:
-            record.seconds = round(seconds, 4)
-        writer.write(records)
-        bar.update(len(chunk))
-    bar.close()
+    with tqdm(total=len(samples), initial=len(samples) - len(todo), desc=f"{checkpoint.name} / {task.name}",
+              unit="sample", dynamic_ncols=True) as bar:  # closed (drawn) before any interrupt message
+        skipped = [s for s in todo if s.prompt_ids is None]
+        writer.write([record_of(base, s, None, {}, 0.0) for s in skipped])
+        bar.update(len(skipped))
+        runnable = [s for s in todo if s.prompt_ids is not None]
+        for start in range(0, len(runnable), CHUNK):
+            chunk = runnable[start:start + CHUNK]
+            began = time.perf_counter()
+            records = evaluate_chunk(base, backend, task, chunk)
+            seconds = (time.perf_counter() - began) / len(chunk)
+            for record in records:
+                record.seconds = round(seconds, 4)
+            writer.write(records)
+            fault_point("chunk")
+            bar.update(len(chunk))
+
+
+def check_consistent(plan: RunPlan, checkpoint: Checkpoint, backend: Backend, task: Task, samples: list[Sample],
+                     done: set) -> None:
+    """Refuse to add records to a run whose records this config would not have made (run.json edited, or
+    a prompt-building change): every recorded sample of these weights must be one of `samples`, with the
+    same request. Mixing them would give samples two records, counted twice by the report."""
+    unit = (checkpoint.name, backend.fingerprint, plan.backend, task.name)
+    recorded = {key[4]: key[5] for key in done if key[:4] == unit}
+    if not recorded:
+        return
+    planned = {s.sample_id: s.request_sha256 for s in samples}
+    changed = sorted(sid for sid, sha in recorded.items() if planned.get(sid, sha) != sha)
+    unknown = sorted(sid for sid in recorded if sid not in planned)
+    if changed or unknown:
+        what = (f"{len(changed)} recorded samples (e.g. '{changed[0]}') were made from other requests" if changed
+                else f"{len(unknown)} recorded samples (e.g. '{unknown[0]}') are not in its config")
+        raise UserError(f"{plan.run_dir / 'run.json'} does not match its records for {checkpoint.name}/{task.name}: "
+                        f"{what}; restore run.json (was it edited?) or start a new run directory with --run-name")
 
 
 def record_base(plan: RunPlan, checkpoint: Checkpoint, backend: Backend, task: Task) -> dict[str, Any]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import pickle
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -20,6 +22,7 @@ from transformers import (
 from meap_bench.backends.base import GenOutput, GenRequest, LLOutput, LLRequest, cut_at_stop
 from meap_bench.config import Checkpoint
 from meap_bench.errors import UserError
+from meap_bench.faults import fault_point
 from meap_bench.tokenization import excluded_token_ids, load_tokenizer
 
 R = TypeVar("R")
@@ -71,11 +74,28 @@ def local_snapshot(name_or_path: str) -> Path:
     return Path(snapshot_download(name_or_path, local_files_only=True))
 
 
+def check_weight_files(folder: Path, name: str) -> None:
+    """Read every safetensors header now (milliseconds), so that a truncated or corrupt file is named
+    before the run starts rather than when the weights load."""
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            raise UserError(f"checkpoint '{name}': {file} is damaged or incomplete ({err}); copy or download "
+                            f"it again") from None
+
+
 def load_checkpoint_tokenizer(checkpoint: Checkpoint) -> PreTrainedTokenizerBase:
     try:
         return load_tokenizer(checkpoint.tokenizer or checkpoint.path)
     except (OSError, ValueError, TypeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        source = checkpoint.tokenizer or checkpoint.path
+        if not Path(source).exists():  # taken for a hub id: it may as well be a mistyped folder
+            raise UserError(f"checkpoint '{checkpoint.name}': '{source}' is not a local folder, and as a hub id it "
+                            f"cannot be loaded ({first}); fix the path, or check the hub id and the network"
+                            ) from None
         raise UserError(f"checkpoint '{checkpoint.name}': cannot load its tokenizer ({first}); "
                         f"set 'tokenizer:' to a folder with tokenizer files") from None
 
@@ -97,6 +117,7 @@ class HFBackend:
             raise UserError(f"checkpoint '{checkpoint.name}': cannot read config.json ({err})") from None
         self.max_length = checkpoint.max_length or int(config.max_position_embeddings)
         self.fingerprint = fingerprint_dir(local_snapshot(checkpoint.path))
+        check_weight_files(local_snapshot(checkpoint.path), checkpoint.name)
         self.excluded_ids = excluded_token_ids(self.tokenizer, int(config.vocab_size))
         tok = self.tokenizer
         self.pad_id = next(i for i in (tok.pad_token_id, tok.eos_token_id, 0) if i is not None)
@@ -109,11 +130,16 @@ class HFBackend:
     @property
     def model(self) -> PreTrainedModel:
         if self._model is None:
+            fault_point("load")
             try:
                 model = AutoModelForCausalLM.from_pretrained(self.checkpoint.path, dtype=self.dtype)
-            except OSError as err:
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except (OSError, ValueError, RuntimeError, SafetensorError, pickle.UnpicklingError) as err:
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise UserError(f"checkpoint '{self.name}': cannot load weights from "
-                                f"'{self.checkpoint.path}' ({err})") from None
+                                f"'{self.checkpoint.path}' ({first}); the files are damaged or incomplete: "
+                                f"copy or download them again") from None
             self._model = model.to(self.device).eval()
             rows = model.get_output_embeddings().weight.shape[0]
             self.excluded_ids = excluded_token_ids(self.tokenizer, rows)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from meap_bench.config import Checkpoint, pairs_of
+from meap_bench.config import pairs_of
 from meap_bench.errors import UserError
+from meap_bench.faults import fault_point
 from meap_bench.report.aggregate import (
     cell_columns,
     cell_means,
@@ -20,24 +21,29 @@ from meap_bench.report.aggregate import (
 from meap_bench.report.commonsense import commonsense_table
 from meap_bench.report.curves import BASELINES, POSITION_TASKS, position_report
 from meap_bench.report.figures import heatmaps
+from meap_bench.rundir import atomic_write_text, inside, read_run_json, run_checkpoints, safe_filename
 
 HEATMAP_AXES = {"needle": ("depth", "length")}  # task -> (row, column) cell keys
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> None:
+    path = path.with_name(safe_filename(path.name))
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path.with_suffix(".csv"), index=False, float_format="%.4f")
-    path.with_suffix(".md").write_text(frame.to_markdown(index=False, floatfmt=".4f") + "\n")
+    frame.to_csv(path.with_name(path.name + ".csv"), index=False, float_format="%.4f")
+    path.with_name(path.name + ".md").write_text(frame.to_markdown(index=False, floatfmt=".4f") + "\n")
 
 
 def build_report(run_dir: Path) -> dict:
-    if not (run_dir / "run.json").is_file():
-        raise UserError(f"{run_dir}: no run.json; give a run directory written by `run`")
+    run = read_run_json(run_dir)
+    for folder in ("tables", "figures"):  # a link planted there must not carry the report elsewhere
+        inside(run_dir, run_dir / folder)
     frame = load_frame(run_dir)
     if frame.empty:
         raise UserError(f"{run_dir}/records.jsonl holds no records yet; run the tasks first")
-    run = json.loads((run_dir / "run.json").read_text())
-    pairs = pairs_of([Checkpoint.model_validate(c) for c in run["checkpoints"]])
+    for column in ("task", "checkpoint", "pair"):  # they become file names: an edited record must not make a path
+        frame[column] = frame[column].map(lambda name: safe_filename(name) if isinstance(name, str) else name)
+    fault_point("report")
+    pairs = pairs_of(run_checkpoints(run, run_dir))
     summary: dict = {"run": run_dir.name, "tasks": {}}
     for task, metric in headline_metrics(run_dir).items():
         rows = frame[frame["task"] == task].dropna(axis=1, how="all")
@@ -74,7 +80,7 @@ def build_report(run_dir: Path) -> dict:
             (tables / "commonsense_tasks.md").write_text(markdown + "\n")
             summary["tasks"][task].update(lm_eval=json.loads(numbers.to_json(orient="records")),
                                           lm_eval_table=markdown)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
 
 

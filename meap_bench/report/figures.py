@@ -13,16 +13,21 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
 
+from meap_bench.rundir import safe_filename  # noqa: E402
+
 NIAH_COLOURS = LinearSegmentedColormap.from_list("niah", ["#F0496E", "#EBB839", "#0CD79F"])
 
 
 def save(fig: plt.Figure, path: Path) -> list[Path]:
-    """PNG and PDF, without timestamps, so regenerated figures are byte-stable."""
+    """PNG and PDF, without timestamps, so regenerated figures are byte-stable. The name (task, checkpoint
+    and pair names from the records) is made a plain file name, so it cannot leave `path.parent`."""
+    path = path.with_name(safe_filename(path.name))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path.with_suffix(".png"), dpi=150, bbox_inches="tight", metadata={"Software": None})
-    fig.savefig(path.with_suffix(".pdf"), bbox_inches="tight", metadata={"CreationDate": None})
+    png, pdf = path.with_name(path.name + ".png"), path.with_name(path.name + ".pdf")
+    fig.savefig(png, dpi=150, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(pdf, bbox_inches="tight", metadata={"CreationDate": None})
     plt.close(fig)
-    return [path.with_suffix(".png"), path.with_suffix(".pdf")]
+    return [png, pdf]
 
 
 def grid(cells: pd.DataFrame, checkpoint: str, row: str, col: str) -> tuple[pd.DataFrame, pd.DataFrame]:

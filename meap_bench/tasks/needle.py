@@ -6,11 +6,12 @@ from __future__ import annotations
 import bisect
 import math
 import random
+import string
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, field_validator
 from transformers import BatchEncoding
 
 from meap_bench.backends.base import LLOutput
@@ -20,6 +21,13 @@ from meap_bench.data.synthetic import MAGIC_INSTRUCTION, magic_keys, magic_value
 from meap_bench.scoring import contains, rouge1_recall
 from meap_bench.tasks.base import ModelContext, Sample, Task, TaskConfig, continuation_ids, encode_prompt
 
+MAX_GRID = 1000  # points of one grid axis; bounds every loop over user-given sizes
+MAX_SAMPLES_PER_CELL = 100_000
+MAX_DISTRACTORS = 100  # distinct 7-digit values are drawn until there are this many
+PLACEHOLDERS = ("key", "value")
+Lengths = Annotated[list[PositiveInt], Field(min_length=1, max_length=MAX_GRID)]
+Depths = Annotated[list[Annotated[float, Field(ge=0, le=100)]], Field(min_length=1, max_length=MAX_GRID)]
+
 
 class Grid(Strict):
     """`min`..`max` in `intervals` steps; sigmoid spacing crowds the middle, keeping both ends (as the
@@ -27,7 +35,7 @@ class Grid(Strict):
 
     min: float
     max: float
-    intervals: PositiveInt
+    intervals: Annotated[int, Field(ge=1, le=MAX_GRID)]
     spacing: Literal["linear", "sigmoid"] = "linear"
 
     def values(self) -> list[float]:
@@ -46,6 +54,22 @@ class NeedleSpec(Strict):
     answer_prefix: str
     answer: str
     distractors: list[str] = Field(default_factory=list)
+
+    @field_validator("fact", "question", "answer_prefix", "answer", "distractors")
+    @classmethod
+    def known_placeholders(cls, value: str | list[str]) -> str | list[str]:
+        """Only `{key}` and `{value}` (and `{{`/`}}` for a literal brace): anything else would fail when the
+        needle is drawn, after the models load."""
+        for text in [value] if isinstance(value, str) else value:
+            try:
+                fields = [f for _, f, spec, conv in string.Formatter().parse(text) if f is not None or spec or conv]
+            except ValueError as err:
+                raise ValueError(f"{err}; write {{{{ and }}}} for a literal brace") from None
+            unknown = [f for f in fields if f not in PLACEHOLDERS]
+            if unknown:
+                raise ValueError(f"unknown placeholder {{{unknown[0]}}}; use {{key}} and {{value}}, or {{{{ and }}}} "
+                                 f"for a literal brace")
+        return value
 
 
 NEEDLES = {
@@ -70,16 +94,30 @@ NEEDLES = {
 
 
 class NeedleConfig(TaskConfig):
-    context_lengths: list[PositiveInt] | Literal["auto"] | Grid = "auto"
-    auto_lengths: PositiveInt = 4
-    depths: list[float] | Grid = Field(default_factory=lambda: Grid(min=0, max=100, intervals=5))
-    samples_per_cell: PositiveInt = 5
+    context_lengths: Lengths | Literal["auto"] | Grid = "auto"
+    auto_lengths: Annotated[int, Field(ge=1, le=MAX_GRID)] = 4
+    depths: Depths | Grid = Field(default_factory=lambda: Grid(min=0, max=100, intervals=5))
+    samples_per_cell: Annotated[int, Field(ge=1, le=MAX_SAMPLES_PER_CELL)] = 5
     needle: Literal["magic-number", "sandwich"] | NeedleSpec = "magic-number"
     haystack: str = "kjv"
     instruction: str = MAGIC_INSTRUCTION
     max_new_tokens: PositiveInt = 16
-    distractors: int = Field(default=4, ge=0)
+    distractors: int = Field(default=4, ge=0, le=MAX_DISTRACTORS)
     headline_metric: Literal["contains", "rouge1", "rank"] = "contains"
+
+    @field_validator("depths")
+    @classmethod
+    def depths_are_percents(cls, depths: list[float] | Grid) -> list[float] | Grid:
+        if isinstance(depths, Grid) and not 0 <= depths.min <= depths.max <= 100:
+            raise ValueError("min and max must lie in 0..100 (percent of the haystack), min <= max")
+        return depths
+
+    @field_validator("context_lengths")
+    @classmethod
+    def lengths_are_positive(cls, lengths: list[int] | str | Grid) -> list[int] | str | Grid:
+        if isinstance(lengths, Grid) and not 1 <= lengths.min <= lengths.max:
+            raise ValueError("min and max must be positive, min <= max")
+        return lengths
 
 
 @dataclass(frozen=True)

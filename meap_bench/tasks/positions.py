@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BeforeValidator, PositiveInt
+from pydantic import BeforeValidator, Field, PositiveInt
 
 from meap_bench.errors import UserError
 from meap_bench.tasks.base import ModelContext, Sample, TaskConfig, continuation_ids, encode_prompt
@@ -20,7 +20,17 @@ def _one_as_list(value: Any) -> Any:
     return [value] if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-IntList = Annotated[list[PositiveInt], BeforeValidator(_one_as_list)]  # `--set x=5` means [5]
+IntList = Annotated[list[PositiveInt], Field(min_length=1), BeforeValidator(_one_as_list)]  # `--set x=5`: [5]
+MAX_COUNT = 100_000  # questions or records per cell: a bound on every loop over a user-given size
+
+
+def at_most(limit: int, what: str):
+    """A check that every size in a list stays below `limit` (each size is a loop over items)."""
+    def check(values: Any) -> Any:
+        if isinstance(values, list) and values and max(values) > limit:
+            raise ValueError(f"{max(values)} {what} is more than the {limit} supported")
+        return values
+    return check
 
 
 class PositionConfig(TaskConfig):
