@@ -184,7 +184,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from meap_bench.backends.hf import load_checkpoint_tokenizer
+    from meap_bench.backends.hf import check_weight_files, load_checkpoint_tokenizer
     from meap_bench.tasks import TASKS, parse_task_names
 
     names = parse_task_names(args.tasks) if args.tasks else sorted(TASKS)
@@ -192,6 +192,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     checkpoints = select_checkpoints(args.checkpoints, None)
     for ckpt in checkpoints:
         tokenizer = load_checkpoint_tokenizer(ckpt)
+        if Path(ckpt.path).is_dir():
+            check_weight_files(Path(ckpt.path), ckpt.name)
         print(f"ok  {ckpt.name}: {ckpt.objective}, tokenizer of {len(tokenizer)} tokens, {ckpt.path}")
     print(f"ok  task configs: {', '.join(names)}")
     return 0
