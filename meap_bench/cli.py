@@ -255,8 +255,10 @@ def quiet_unraisable(hook):
 def main(argv: list[str] | None = None) -> int:
     global PROGRESS
     PROGRESS = Progress()
+    # our handler replaces Python's own only: an ignored SIGINT (a background job of a script) stays ignored
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
+    catch = main_thread and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    previous = signal.signal(signal.SIGINT, on_sigint) if catch else None
     previous_hook, sys.unraisablehook = sys.unraisablehook, quiet_unraisable(sys.unraisablehook)
     try:
         code = run_command(argv)
@@ -268,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         return interrupted() if PROGRESS.interrupted and code != 130 else code
     finally:
         sys.unraisablehook = previous_hook
-        if main_thread:
+        if catch:
             signal.signal(signal.SIGINT, previous)
 
 

@@ -200,6 +200,14 @@ def test_seeded_kills_lose_nothing_and_resume_to_the_uninterrupted_records(check
         assert comparable(folder / "records.jsonl") == baseline
 
 
+def test_ctrl_c_swallowed_by_a_finaliser_in_the_report_still_stops_with_130(checkpoints_yaml, baseline, tmp_path):
+    stderr_path = tmp_path / "stderr.txt"
+    args = run_args(checkpoints_yaml, tmp_path, "swallowed")
+    code, stderr = stop_at(fork_run(args, stderr_path, "report:swallowed"), 300, "int", stderr_path)
+    assert_stopped(code, stderr, "int")
+    assert last_line(stderr).startswith("interrupted during the report: 40 finished records are kept")
+
+
 def test_two_writers_on_one_run_directory_exactly_one_proceeds(checkpoints_yaml, baseline, tmp_path, capsys):
     args = run_args(checkpoints_yaml, tmp_path, "shared")
     run_dir = tmp_path / "shared"
