@@ -46,6 +46,9 @@ SCRIPTED = [
 ]
 
 
+STARTUP = [(0.5, "int"), (1.0, "int"), (1.5, "int"), (2.0, "int"), (2.5, "int"), (1.0, "kill")]
+
+
 def run_args(checkpoints: Path, out: Path, name: str) -> list[str]:
     return ["run", *GRID, "--checkpoints", str(checkpoints), "--out", str(out), "--run-name", name]
 
@@ -167,7 +170,7 @@ def test_seeded_kills_lose_nothing_and_resume_to_the_uninterrupted_records(check
     assert kept.count(b"\n") == TOTAL  # the last faults hit the report: every record was already written
     kills = len(SCRIPTED)
 
-    for delay, action in [(1.0, "int"), (2.0, "int"), (1.5, "kill")]:  # `python -m`, while torch imports
+    for delay, action in STARTUP:  # `python -m` while torch and transformers import
         proc = launch(run_args(checkpoints_yaml, tmp_path, "startup"))
         try:
             proc.wait(timeout=delay)
