@@ -17,6 +17,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from meap_bench.errors import UserError
 
+DUMPS = partial(json.dumps, ensure_ascii=False)
 SCHEMA_VERSION = 2  # bump when a field changes meaning; records of another version are refused on read
 Status = Literal["ok", "skipped"]
 
@@ -145,7 +146,7 @@ class RecordWriter:
         if path.is_file():
             truncate_torn_tail(path)
         self.handle = open(path, "a", encoding="utf-8")
-        self.writer = jsonlines.Writer(self.handle, compact=True, dumps=partial(json.dumps, ensure_ascii=False))
+        self.writer = jsonlines.Writer(self.handle, compact=True, dumps=DUMPS)
 
     def write(self, records: list[Record]) -> None:
         if not records:
@@ -157,3 +158,21 @@ class RecordWriter:
     def close(self) -> None:
         self.writer.close()
         self.handle.close()
+
+
+def replace_records(path: Path, records: list[Record]) -> None:
+    """Replace a records file in one step (written beside it, fsynced, renamed over it): a crash leaves
+    the old file or the new one, never a mix. Only for moving records aside; runs append."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        with jsonlines.Writer(handle, compact=True, dumps=DUMPS) as writer:
+            writer.write_all(asdict(r) for r in records)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
