@@ -5,15 +5,26 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from meap_bench.errors import UserError
 
 TRAIN_METADATA = "meap_bench_train.json"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+T = TypeVar("T")
+
+
+def one_as_list(value: Any) -> Any:
+    """A single scalar where a list is expected is a one-element list (`--set needle.depths=50`)."""
+    return [value] if isinstance(value, (str, int, float)) and not isinstance(value, bool) else value
+
+
+OneOrMore = Annotated[list[T], BeforeValidator(one_as_list)]  # the type of every list-valued setting
 
 
 class Strict(BaseModel):
@@ -50,11 +61,16 @@ def read_yaml(path: Path) -> Any:
         raise UserError(f"{path}: invalid YAML{where}: {problem}; fix the syntax") from None
 
 
+def error_location(error: Any) -> str:
+    """`a.b.0` from a pydantic error's location, without the names pydantic gives union members."""
+    parts = [str(p) for p in error["loc"]]
+    return ".".join(p for p in parts if "[" not in p and not p[:1].isupper() and not p.startswith("function-"))
+
+
 def describe_validation_error(err: ValidationError, prefix: str) -> str:
     """The first problem of a pydantic error as one line: where, what value, what was expected."""
     first = err.errors()[0]
-    parts = [str(p) for p in first["loc"]]
-    loc = ".".join(p for p in parts if "[" not in p and not p[:1].isupper() and not p.startswith("function-"))
+    loc = error_location(first)
     if first["type"] == "extra_forbidden":
         return f"{prefix}: unknown key '{loc}'"
     if first["type"] == "missing":
@@ -152,16 +168,20 @@ def pairs_of(checkpoints: list[Checkpoint]) -> dict[str, dict[str, str]]:
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
-    """`task.key=value` -> (task, key, value); `a,b` becomes a list; values are parsed as YAML scalars."""
+    """`task.key=value` -> (task, key, value), the value read by `parse_value`."""
     if "=" not in text or "." not in text.split("=", 1)[0]:
         raise UserError(f"--set '{text}': expected TASK.KEY=VALUE, e.g. --set needle.context_lengths=128,256")
     lhs, raw = text.split("=", 1)
     task, key = lhs.split(".", 1)
+    return task, key, parse_value(raw, text)
+
+
+def parse_value(raw: str, context: str) -> Any:
+    """The value of a `--set` (evaluation or training): `a,b` is a list, anything else a YAML scalar (or a
+    YAML flow list/mapping when it starts with `[` or `{`)."""
     if "," in raw and not raw.lstrip().startswith(("[", "{")):
-        value: Any = [parse_scalar(part, text) for part in raw.split(",")]
-    else:
-        value = parse_scalar(raw, text)
-    return task, key, value
+        return [parse_scalar(part, context) for part in raw.split(",")]
+    return parse_scalar(raw, context)
 
 
 def parse_scalar(raw: str, context: str) -> Any:

@@ -14,7 +14,7 @@ from pydantic import Field, PositiveInt
 from transformers import BatchEncoding
 
 from meap_bench.backends.base import LLOutput
-from meap_bench.config import Strict
+from meap_bench.config import OneOrMore, Strict
 from meap_bench.data.haystacks import haystack_sentences
 from meap_bench.data.synthetic import MAGIC_INSTRUCTION, magic_keys, magic_value
 from meap_bench.scoring import contains, rouge1_recall
@@ -45,7 +45,7 @@ class NeedleSpec(Strict):
     question: str
     answer_prefix: str
     answer: str
-    distractors: list[str] = Field(default_factory=list)
+    distractors: OneOrMore[str] = Field(default_factory=list)
 
 
 NEEDLES = {
@@ -70,9 +70,9 @@ NEEDLES = {
 
 
 class NeedleConfig(TaskConfig):
-    context_lengths: list[PositiveInt] | Literal["auto"] | Grid = "auto"
+    context_lengths: OneOrMore[PositiveInt] | Literal["auto"] | Grid = "auto"
     auto_lengths: PositiveInt = 4
-    depths: list[float] | Grid = Field(default_factory=lambda: Grid(min=0, max=100, intervals=5))
+    depths: OneOrMore[float] | Grid = Field(default_factory=lambda: Grid(min=0, max=100, intervals=5))
     samples_per_cell: PositiveInt = 5
     needle: Literal["magic-number", "sandwich"] | NeedleSpec = "magic-number"
     haystack: str = "kjv"

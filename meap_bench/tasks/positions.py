@@ -5,22 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import BeforeValidator, PositiveInt
+from pydantic import PositiveInt
 
+from meap_bench.config import OneOrMore
 from meap_bench.errors import UserError
 from meap_bench.tasks.base import ModelContext, Sample, TaskConfig, continuation_ids, encode_prompt
 
 T = TypeVar("T")
 AUTO_NEW_TOKENS_SLACK = 8  # `max_new_tokens: auto` = the longest gold answer's tokens + this
-
-
-def _one_as_list(value: Any) -> Any:
-    return [value] if isinstance(value, int) and not isinstance(value, bool) else value
-
-
-IntList = Annotated[list[PositiveInt], BeforeValidator(_one_as_list)]  # `--set x=5` means [5]
+IntList = OneOrMore[PositiveInt]
 
 
 class PositionConfig(TaskConfig):
