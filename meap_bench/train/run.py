@@ -13,7 +13,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from transformers import ProgressCallback, Trainer, TrainerCallback, TrainingArg
 
 from meap_bench.data.cache import cache_dir
 from meap_bench.errors import UserError
+from meap_bench.provenance import source_commit
 from meap_bench.tokenization import load_tokenizer, mask_token_id
 from meap_bench.train import corpus
 from meap_bench.train.masking import MeapCollator
@@ -110,14 +110,6 @@ class _TimeLimit(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if time.perf_counter() > self.deadline:
             control.should_training_stop = True
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
-    except OSError:
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
 
 
 def _cast_saved(folder: Path, dtype: torch.dtype) -> None:
@@ -243,7 +235,7 @@ def train_one(recipe: Recipe, objective: str, out: Path, resume: bool = False, d
         "steps": steps,
         "seed": recipe.seed,
         "data_sha256": info["data_sha256"],
-        "git_commit": _git_commit(),
+        **source_commit(),
         "recipe": recipe.name,
         "train_seconds": round(seconds, 1),
         "bf16": info["bf16"],
