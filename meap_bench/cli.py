@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=positive_int, help="at most N samples per cell, for a quick look")
     run.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run as it was started")
+    run.add_argument("--fresh", metavar="NAME[,NAME]", default="",
+                     help="checkpoints whose weights changed since the run directory recorded them: move their old "
+                          "records to stale/ and evaluate them again")
     run.set_defaults(func=cmd_run)
 
     report = sub.add_parser("report", help="rebuild tables and figures from a run's records")
@@ -96,32 +99,43 @@ def task_configs(names: list[str], overrides: list[str]):
     return {name: load_task_config(name, parsed) for name in names}
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def print_report(run_dir: Path) -> None:
+    """The report's tables on stdout (results only), each warning on stderr in one line."""
     from meap_bench.report.build import build_report, summary_table
+    from meap_bench.report.validity import results_only
+
+    summary = build_report(run_dir)
+    for warning in summary["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(summary_table(results_only(summary)))
+    for task, result in summary["tasks"].items():
+        if result["status"] == "all_skipped":
+            print(f"{task}: no result: every sample of every checkpoint was skipped (see summary.json)")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     from meap_bench.runner import RunPlan, execute, plan_from_run_json
     from meap_bench.tasks import parse_task_names
 
+    fresh = frozenset(n.strip() for n in args.fresh.split(",") if n.strip())
     if args.resume:
-        plan = plan_from_run_json(args.resume, args.device if args.device != "auto" else None)
+        plan = plan_from_run_json(args.resume, args.device if args.device != "auto" else None, fresh)
     else:
         if not args.tasks:
             raise UserError("run: give --tasks (e.g. --tasks needle) or --resume RUN_DIR")
         names = parse_task_names(args.tasks)
         configs = task_configs(names, args.overrides)
         checkpoints = select_checkpoints(args.checkpoints, args.only)
-        plan = RunPlan(Path(), checkpoints, configs, args.seed, args.limit, args.backend, args.device)
+        plan = RunPlan(Path(), checkpoints, configs, args.seed, args.limit, args.backend, args.device, fresh)
         plan.run_dir = args.out / (args.run_name or plan.default_name())
     execute(plan)
-    summary = build_report(plan.run_dir)
-    print(summary_table(summary))
+    print_report(plan.run_dir)
     print(f"\nrun directory: {plan.run_dir}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from meap_bench.report.build import build_report, summary_table
-
-    print(summary_table(build_report(args.run_dir)))
+    print_report(args.run_dir)
     return 0
 
 

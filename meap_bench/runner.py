@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import platform
-import subprocess
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,8 @@ from tqdm import tqdm
 from meap_bench.backends import Backend, GenRequest, LLRequest, load_backend
 from meap_bench.config import Checkpoint
 from meap_bench.errors import UserError
-from meap_bench.records import Record, RecordWriter, read_records, resume_key, sha256_json
+from meap_bench.provenance import source_commit
+from meap_bench.records import Record, RecordWriter, read_records, replace_records, resume_key, sha256_json
 from meap_bench.tasks import TASKS, ModelContext, Sample, Task, TaskConfig
 from meap_bench.tasks.base import DirectTask
 
@@ -33,6 +34,7 @@ class RunPlan:
     limit: int | None
     backend: str
     device: str
+    fresh: frozenset[str] = field(default_factory=frozenset)  # checkpoints whose changed weights may start afresh
 
     def identity(self) -> dict[str, Any]:
         """What defines the run's results; a run directory holds one identity only."""
@@ -56,16 +58,7 @@ def versions() -> dict[str, str]:
     return found
 
 
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def plan_from_run_json(run_dir: Path, device: str | None) -> RunPlan:
+def plan_from_run_json(run_dir: Path, device: str | None, fresh: frozenset[str] = frozenset()) -> RunPlan:
     """`run --resume RUN_DIR`: the plan recorded when the run started."""
     path = run_dir / "run.json"
     if not path.is_file():
@@ -74,20 +67,67 @@ def plan_from_run_json(run_dir: Path, device: str | None) -> RunPlan:
     tasks = {name: TASKS[name].config_model.model_validate(cfg) for name, cfg in data["tasks"].items()}
     checkpoints = [Checkpoint.model_validate(c) for c in data["checkpoints"]]
     return RunPlan(run_dir, checkpoints, tasks, data["seed"], data["limit"], data["backend"],
-                   device or data["device"])
+                   device or data["device"], fresh)
+
+
+def previous_fingerprints(plan: RunPlan) -> dict[str, str]:
+    """The weight fingerprints the run directory recorded, after checking that it holds this run's
+    config and backend (one run directory, one config, one backend)."""
+    path = plan.run_dir / "run.json"
+    if not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    identity = plan.identity()
+    if {k: old.get(k) for k in identity} != identity:
+        raise UserError(f"{plan.run_dir} holds a run with another config; pass another --run-name, "
+                        f"or --resume {plan.run_dir} to continue it as it was")
+    if old.get("backend", plan.backend) != plan.backend:
+        raise UserError(f"{plan.run_dir} holds records of backend '{old['backend']}', not '{plan.backend}'; "
+                        f"pass another --run-name to run this backend")
+    return old.get("fingerprints", {})
+
+
+def changed_weights(plan: RunPlan, fingerprints: dict[str, str]) -> dict[str, str]:
+    """{checkpoint: old fingerprint} of the checkpoints whose weights changed since the run directory
+    recorded them. A change is refused unless `--fresh` names the checkpoint, so that results of other
+    weights are never resumed into, or reported beside, the new ones."""
+    unknown = sorted(plan.fresh - set(fingerprints))
+    if unknown:
+        raise UserError(f"--fresh: no checkpoint '{unknown[0]}' in this run; its checkpoints: "
+                        f"{', '.join(fingerprints)}")
+    old = previous_fingerprints(plan)
+    changed = {name: old[name] for name, fp in fingerprints.items() if name in old and old[name] != fp}
+    for name, before in changed.items():
+        if name not in plan.fresh:
+            raise UserError(f"{plan.run_dir}: the weights of checkpoint '{name}' changed since this run directory "
+                            f"recorded them (fingerprint {before} -> {fingerprints[name]}); pass --run-name NEW to "
+                            f"evaluate them in a new run directory, or --fresh {name} to move its old records to "
+                            f"{plan.run_dir / 'stale'} and evaluate it again here")
+    return changed
+
+
+def set_aside(plan: RunPlan, name: str, old: str, new: str) -> None:
+    """Move checkpoint `name`'s records of other weights to stale/<name>-<old>.jsonl. The stale file is
+    written before records.jsonl is replaced (each in one atomic step), so a crash loses no record."""
+    path = plan.run_dir / "records.jsonl"
+    records = read_records(path)
+    current = [r for r in records if r.checkpoint != name or (r.fingerprint == new and r.backend == plan.backend)]
+    moved = [r for r in records if r.checkpoint == name and (r.fingerprint != new or r.backend != plan.backend)]
+    if not moved:
+        return
+    stale = plan.run_dir / "stale" / f"{name}-{old}.jsonl"
+    earlier = read_records(stale)
+    known = {r.key for r in earlier}
+    replace_records(stale, earlier + [r for r in moved if r.key not in known])
+    replace_records(path, current)
+    print(f"note: {name}: {len(moved)} records of its old weights ({old}) moved to {stale}; evaluating it afresh",
+          file=sys.stderr)
 
 
 def write_run_json(plan: RunPlan, fingerprints: dict[str, str]) -> None:
     path = plan.run_dir / "run.json"
-    identity = plan.identity()
-    if path.is_file():
-        old = json.loads(path.read_text())
-        if {k: old.get(k) for k in identity} != identity:
-            raise UserError(f"{plan.run_dir} holds a run with another config; pass another --run-name, "
-                            f"or --resume {plan.run_dir} to continue it as it was")
-        fingerprints = {**old.get("fingerprints", {}), **fingerprints}
-    data = {"run": plan.run_dir.name, **identity, "backend": plan.backend, "device": plan.device,
-            "fingerprints": fingerprints, "versions": versions(), "git_commit": git_commit(),
+    data = {"run": plan.run_dir.name, **plan.identity(), "backend": plan.backend, "device": plan.device,
+            "fingerprints": fingerprints, "versions": versions(), **source_commit(),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -96,14 +136,19 @@ def write_run_json(plan: RunPlan, fingerprints: dict[str, str]) -> None:
 
 
 def execute(plan: RunPlan) -> None:
-    write_run_json(plan, {})
+    # backends read tokenizer, config and fingerprint now and weights on first use: every checkpoint's
+    # weights are checked against the run directory before any work
+    backends = {c.name: load_backend(c, plan.backend, plan.device) for c in plan.checkpoints}
+    fingerprints = {name: backend.fingerprint for name, backend in backends.items()}
+    for name, old in changed_weights(plan, fingerprints).items():
+        set_aside(plan, name, old, fingerprints[name])
+    write_run_json(plan, fingerprints)
     records_path = plan.run_dir / "records.jsonl"
     done = {r.key for r in read_records(records_path)}
     writer = RecordWriter(records_path)
     try:
         for checkpoint in plan.checkpoints:
-            backend = load_backend(checkpoint, plan.backend, plan.device)
-            write_run_json(plan, {checkpoint.name: backend.fingerprint})
+            backend = backends.pop(checkpoint.name)  # dropped after its tasks, so one model is in memory at a time
             for name, config in plan.tasks.items():
                 task = TASKS[name](config, seed=plan.seed, limit=plan.limit)
                 if isinstance(task, DirectTask):  # drives the backend itself (lm-eval); resumes per its own unit

@@ -20,7 +20,9 @@ from meap_bench.report.aggregate import (
 from meap_bench.report.commonsense import commonsense_table
 from meap_bench.report.curves import BASELINES, POSITION_TASKS, position_report
 from meap_bench.report.figures import heatmaps
+from meap_bench.report.validity import current_rows, skip_warnings, skipped_checkpoints
 
+OUTPUT_SUFFIXES = {".md", ".csv", ".png", ".pdf"}
 HEATMAP_AXES = {"needle": ("depth", "length")}  # task -> (row, column) cell keys
 
 
@@ -30,6 +32,14 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
     path.with_suffix(".md").write_text(frame.to_markdown(index=False, floatfmt=".4f") + "\n")
 
 
+def clear_outputs(run_dir: Path) -> None:
+    """Remove the tables and figures of an earlier report, so none outlives the records it came from."""
+    for folder in (run_dir / "tables", run_dir / "figures"):
+        for path in folder.glob("*"):
+            if path.suffix in OUTPUT_SUFFIXES:
+                path.unlink()
+
+
 def build_report(run_dir: Path) -> dict:
     if not (run_dir / "run.json").is_file():
         raise UserError(f"{run_dir}: no run.json; give a run directory written by `run`")
@@ -37,12 +47,22 @@ def build_report(run_dir: Path) -> dict:
     if frame.empty:
         raise UserError(f"{run_dir}/records.jsonl holds no records yet; run the tasks first")
     run = json.loads((run_dir / "run.json").read_text())
-    pairs = pairs_of([Checkpoint.model_validate(c) for c in run["checkpoints"]])
-    summary: dict = {"run": run_dir.name, "tasks": {}}
+    frame, warnings = current_rows(frame, run)
+    if frame.empty:
+        raise UserError(f"{run_dir}/records.jsonl holds no records of the weights run.json names; run the tasks "
+                        f"again")
+    clear_outputs(run_dir)
+    all_pairs = pairs_of([Checkpoint.model_validate(c) for c in run["checkpoints"]])
+    summary: dict = {"run": run_dir.name, "tasks": {}, "warnings": warnings}
     for task, metric in headline_metrics(run_dir).items():
-        rows = frame[frame["task"] == task].dropna(axis=1, how="all")
+        rows = frame[frame["task"] == task]
+        rows = rows.drop(columns=[c for c in rows if c.startswith(("cell.", "score.")) and rows[c].isna().all()])
         if rows.empty:
             continue
+        ran = set(rows["checkpoint"])  # pair sections only where both members have records of this task
+        pairs = {label: members for label, members in all_pairs.items() if set(members.values()) <= ran}
+        skipped = skipped_checkpoints(rows)
+        summary["warnings"] += skip_warnings(task, skipped)
         cells = cell_means(rows, metric)
         # headline summaries and pair statistics leave baseline cells (closed-book, oracle) out
         main = rows[~rows["cell.setting"].isin(BASELINES)] if "cell.setting" in rows else rows
@@ -61,6 +81,8 @@ def build_report(run_dir: Path) -> dict:
             heatmaps(cells, pairs, task, metric, *HEATMAP_AXES[task], run_dir / "figures")
         summary["tasks"][task] = {
             "headline_metric": metric,
+            "status": "all_skipped" if len(skipped) == len(ran) else "some_skipped" if skipped else "ok",
+            "skipped_checkpoints": skipped,
             "checkpoints": json.loads(per_checkpoint.to_json(orient="records")),
             "pairs": json.loads(paired.to_json(orient="records")),
             "cells": json.loads(cells.to_json(orient="records")),
