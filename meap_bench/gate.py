@@ -22,6 +22,7 @@ from pydantic import Field
 from meap_bench.config import Strict, read_yaml, validate
 from meap_bench.errors import UserError
 from meap_bench.report.aggregate import headline_metrics, load_frame
+from meap_bench.report.merge import differing_keys
 
 BASELINE_FORMAT = 1
 ALL_CELLS = "all"
@@ -143,17 +144,6 @@ def load_baseline(path: Path) -> dict:
     return data
 
 
-def differing_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += differing_keys(a, b, f"{prefix}{key}.")
-        elif a != b:
-            keys.append(f"{prefix}{key}")
-    return keys
-
-
 @dataclass
 class Comparison:
     candidate: str
@@ -193,7 +183,7 @@ def check(run_dir: Path, baseline_path: Path | None, rules: Rules, candidate: st
         for task, config in baseline["tasks"].items():
             if task not in run["tasks"]:
                 raise UserError(f"{run_dir}: task '{task}' of the baseline was not run; run it with the same config")
-            diff = differing_keys(config, run["tasks"][task])
+            diff = differing_keys(config, run["tasks"][task], task)
             if diff:
                 raise UserError(f"{run_dir}: {task} config differs from the baseline in {', '.join(diff)}; "
                                 f"run with the baseline's config or save a new baseline")

@@ -92,7 +92,7 @@ def test_tolerance_rules_gate_cells_and_checkpoints(run_dir, baseline, tmp_path,
 
 @pytest.mark.parametrize(("change", "message"), [
     (lambda d: [e.update(metric="rouge9") for e in d["entries"]], "no 'contains' entries for task 'needle'"),
-    (lambda d: d["tasks"]["needle"].update(depths=[0, 50]), "needle config differs from the baseline in depths"),
+    (lambda d: d["tasks"]["needle"].update(depths=[0, 50]), "needle config differs from the baseline in needle.depths"),
     (lambda d: d.update(format=99), "not a meap-bench baseline"),
 ])
 def test_unusable_baseline_exits_2(run_dir, baseline, capsys, change, message):
