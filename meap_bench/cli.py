@@ -29,8 +29,23 @@ def positive_int(text: str) -> int:
     return value
 
 
+EXAMPLES = """examples:
+  meap-bench run --tasks needle,mdqa                      the main job on the default pair (CPU, offline)
+  meap-bench run --tasks needle --set needle.context_lengths=256,512 --set needle.depths=0,50,100
+  meap-bench run --resume reports/needle-mdqa-1a2b3c4d     continue an interrupted run
+  meap-bench report reports/needle-mdqa-1a2b3c4d           rebuild tables and figures from records
+  meap-bench baseline save reports/nightly --out baseline.json
+  meap-bench check reports/new --baseline baseline.json   exit 1 on a significant regression
+  meap-bench train --recipe tiny-pair --out my-pair        train an NTP/MEAP twin pair
+(`python -m meap_bench` works the same; `meap-bench COMMAND --help` for each command)"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="meap_bench", description=__doc__)
+    from meap_bench import __version__
+
+    parser = Parser(prog="meap-bench", description="Does a MEAP checkpoint beat its NTP twin, and where?",
+                    epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"meap-bench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     run = sub.add_parser("run", help="run tasks on every selected checkpoint, then write the report")
@@ -38,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS, help="checkpoints YAML")
     run.add_argument("--only", help="comma-separated checkpoint names to run (default: all)")
     run.add_argument("--backend", default="hf", help="inference backend (default: hf)")
-    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                     help="where the backend runs (default auto: cuda when visible, else cpu)")
     run.add_argument("--out", type=Path, default=Path("reports"), help="parent of run directories")
     run.add_argument("--run-name", help="run directory name (default: tasks + config hash)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="TASK.KEY=VALUE",
@@ -52,19 +68,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     report = sub.add_parser("report", help="rebuild tables and figures from a run's records")
-    report.add_argument("run_dir", type=Path)
+    report.add_argument("run_dir", type=Path, help="run directory written by `run`, e.g. reports/needle-1a2b3c4d")
     report.set_defaults(func=cmd_report)
 
     ls = sub.add_parser("ls", help="list tasks and the checkpoints of a checkpoints YAML")
-    ls.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS)
+    ls.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS, help="checkpoints YAML")
     ls.set_defaults(func=cmd_ls)
 
     check = sub.add_parser("validate", help="check configs, checkpoint paths and tokenizers (no model runs)")
-    check.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS)
+    check.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS, help="checkpoints YAML")
     check.add_argument("--tasks", help="task configs to check (default: all)")
-    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="TASK.KEY=VALUE")
+    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="TASK.KEY=VALUE",
+                       help="override a task setting as in `run` (repeatable)")
     check.set_defaults(func=cmd_validate)
 
+    add_gate_commands(sub)
     try:
         from meap_bench.train.command import register
     except ImportError:
@@ -72,6 +90,48 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         register(sub)
     return parser
+
+
+def add_gate_commands(sub: argparse._SubParsersAction) -> None:
+    """`baseline save` and `check`: the CI regression gate (meap_bench/gate.py, docs/ci.md)."""
+    baseline = sub.add_parser("baseline", help="save a run's headline metrics as a regression baseline")
+    actions = baseline.add_subparsers(dest="action", required=True, parser_class=Parser)
+    save = actions.add_parser("save", help="write baseline.json from a run directory",
+                              description="e.g. meap-bench baseline save reports/nightly --out baseline.json")
+    save.add_argument("run_dir", type=Path, help="run directory written by `run`")
+    save.add_argument("--out", type=Path, default=Path("baseline.json"), help="baseline file (default baseline.json)")
+    save.set_defaults(func=cmd_baseline_save)
+
+    check = sub.add_parser(
+        "check", help="fail (exit 1) when a run regresses against a baseline or a reference checkpoint",
+        description="Exit 0: no regression; 1: a significant drop beyond tolerance; 2: unusable input. e.g. "
+                    "meap-bench check reports/new --baseline baseline.json --rules gate.yaml, or "
+                    "meap-bench check reports/new --candidate meap-v2 --reference meap-v1")
+    check.add_argument("run_dir", type=Path, help="run directory to check")
+    check.add_argument("--baseline", type=Path, help="file written by `baseline save`")
+    check.add_argument("--rules", type=Path, help="YAML: alpha, checkpoints to gate, tolerances per task/metric/cell")
+    check.add_argument("--candidate", help="checkpoint of RUN_DIR to gate")
+    check.add_argument("--reference", help="checkpoint to compare with (of the baseline, or of RUN_DIR without one)")
+    check.add_argument("--junit", type=Path, help="write JUnit XML here (default RUN_DIR/gate-junit.xml)")
+    check.set_defaults(func=cmd_check)
+
+
+def cmd_baseline_save(args: argparse.Namespace) -> int:
+    from meap_bench.gate import save_baseline
+
+    baseline = save_baseline(args.run_dir, args.out)
+    print(f"baseline: {len(baseline['entries'])} entries from {args.run_dir} -> {args.out}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from meap_bench.gate import check, load_rules, report
+
+    rules = load_rules(args.rules)
+    results = check(args.run_dir, args.baseline, rules, args.candidate, args.reference)
+    if not results:
+        raise UserError(f"check: nothing to compare in {args.run_dir}; the rules gate no entry of the run")
+    return report(results, rules, args.junit or args.run_dir / "gate-junit.xml")
 
 
 def select_checkpoints(path: Path, only: str | None):

@@ -44,10 +44,6 @@ class Checkpoint(Strict):
     chat_template: bool = False
     batch_size: int = 8
 
-    @property
-    def is_local(self) -> bool:
-        return Path(self.path).exists()
-
 
 def read_yaml(path: Path) -> Any:
     if not path.is_file():

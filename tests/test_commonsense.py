@@ -9,6 +9,7 @@ from pathlib import Path
 
 import lm_eval
 import pytest
+from conftest import build_model, build_tokenizer
 from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 
@@ -30,24 +31,10 @@ def plain_checkpoint(tmp_path_factory) -> Path:
     """A tiny random Llama whose tokenizer (trained on the local task texts) has no [MASK] and whose
     embedding has no padding rows: the real vocabulary is the whole vocabulary, so our scores must
     equal lm-eval's `hf` model's exactly (up to float noise)."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
     folder = tmp_path_factory.mktemp("plain")
     texts = [line for f in sorted(LOCAL.glob("*.jsonl")) for line in f.read_text().splitlines()]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=600, special_tokens=["<s>", "</s>"],
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    fast.save_pretrained(folder)
+    tokenizer = build_tokenizer(folder, vocab_size=600, texts=texts, special_tokens=("<s>", "</s>"))
+    build_model(folder, tokenizer, len(tokenizer), seed=0, max_positions=256)
     return folder
 
 

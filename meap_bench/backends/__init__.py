@@ -13,7 +13,7 @@ def load_backend(checkpoint: Checkpoint, backend: str = "hf", device: str = "aut
     if backend == "hf":
         from meap_bench.backends.hf import HFBackend
 
-        return HFBackend.load(checkpoint, device=device)
+        return HFBackend(checkpoint, device=device)
     raise UserError(f"--backend '{backend}' is unknown; choose one of: {', '.join(BACKENDS)}")
 
 

@@ -102,10 +102,6 @@ class HFBackend:
         self.pad_id = next(i for i in (tok.pad_token_id, tok.eos_token_id, 0) if i is not None)
         self._model: PreTrainedModel | None = None
 
-    @classmethod
-    def load(cls, checkpoint: Checkpoint, device: str = "auto") -> HFBackend:
-        return cls(checkpoint, device)
-
     @property
     def model(self) -> PreTrainedModel:
         if self._model is None:

@@ -78,7 +78,8 @@ def build_report(run_dir: Path) -> dict:
         if not paired.empty:
             write_table(paired, tables / f"{task}_pairs")
         if task in HEATMAP_AXES:
-            heatmaps(cells, pairs, task, metric, *HEATMAP_AXES[task], run_dir / "figures")
+            chance = 1 / (1 + run["tasks"][task].get("distractors", 0)) if metric == "rank" else None
+            heatmaps(cells, pairs, task, metric, *HEATMAP_AXES[task], run_dir / "figures", chance=chance, line=True)
         summary["tasks"][task] = {
             "headline_metric": metric,
             "status": "all_skipped" if len(skipped) == len(ran) else "some_skipped" if skipped else "ok",

@@ -29,8 +29,6 @@ from meap_bench.tasks.positions import (
     place,
 )
 
-SOURCES = ("synthetic", "nq", "nq-oracle")
-
 
 class MdqaConfig(PositionConfig):
     source: Literal["synthetic", "nq", "nq-oracle"] = "synthetic"

@@ -144,7 +144,6 @@ def make_trainer(recipe: Recipe, objective: str, out: Path, device: str | None =
         data_sha = corpus.data_sha256(tok, vars(d), recipe.seed)
     else:
         model = load_for_sft(recipe.init, tok)
-        mask_id = mask_token_id(tok)
         rows = build_sft_rows(
             load_records(d.sft_path),
             tok,
