@@ -23,6 +23,7 @@ from meap_bench.config import Strict, read_yaml, validate
 from meap_bench.errors import UserError
 from meap_bench.report.aggregate import headline_metrics, load_frame
 from meap_bench.report.merge import differing_keys
+from meap_bench.report.validity import current_rows
 
 BASELINE_FORMAT = 1
 ALL_CELLS = "all"
@@ -107,7 +108,7 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     frame = load_frame(run_dir)
     if frame.empty:
         raise UserError(f"{run_dir}/records.jsonl holds no records; run the tasks first")
-    return run, frame
+    return run, current_rows(frame, run)[0]  # only the weights and backend run.json names now
 
 
 def save_baseline(run_dir: Path, out: Path) -> dict:
