@@ -67,7 +67,7 @@ class Recipe:
     name: str = "run"
     stage: str = "pretrain"  # pretrain | sft
     objective: list[str] = field(default_factory=lambda: ["ntp", "meap"])
-    mask_ratio: float = 0.15
+    mask_ratio: float = 0.15  # an sft recipe without it gets SFT_MASK_RATIO
     mask_sampling: str = "per-sequence"  # per-sequence | official
     sft_variant: str = "concat"  # concat | separate-row
     sft_min_answer: int = 50
@@ -82,6 +82,8 @@ class Recipe:
     def out_dir(self, objective: str) -> Path:
         return Path(self.out.format(name=self.name, objective=objective))
 
+
+SFT_MASK_RATIO = 0.1  # the official MEAP-SFT/MEAP-SFT.py `mask_ratio` default (the paper's 10%)
 
 CHOICES = {
     "stage": ("pretrain", "sft"),
@@ -132,6 +134,8 @@ def load_recipe(path: str | Path, overrides: dict | None = None, sets: list[str]
     for key, value in (overrides or {}).items():
         if value is not None:
             _set(data, key, value)
+    if data.get("stage") == "sft":
+        data.setdefault("mask_ratio", SFT_MASK_RATIO)
     recipe = _build(Recipe, data, "", str(path))
     if isinstance(recipe.objective, str):
         recipe.objective = [recipe.objective]
