@@ -15,6 +15,8 @@ from transformers import (
     GenerationConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
 )
 
 from meap_bench.backends.base import GenOutput, GenRequest, LLOutput, LLRequest, cut_at_stop
@@ -78,6 +80,35 @@ def load_checkpoint_tokenizer(checkpoint: Checkpoint) -> PreTrainedTokenizerBase
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"checkpoint '{checkpoint.name}': cannot load its tokenizer ({first}); "
                         f"set 'tokenizer:' to a folder with tokenizer files") from None
+
+
+class RowEnds(StoppingCriteria):
+    """Where each row of a batch ends: after the token that completes one of its own stop strings, at its own
+    max_new_tokens, or before EOS. `transformers` pads a row once it has ended and stops when all have."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, requests: list[GenRequest], width: int) -> None:
+        self.tokenizer, self.requests, self.width = tokenizer, requests, width
+        self.eos = tokenizer.eos_token_id
+        self.ends: list[int | None] = [None] * len(requests)  # new tokens kept, once a row has ended
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor | None, **kwargs) -> torch.BoolTensor:
+        new = input_ids[:, self.width:].tolist()
+        for row, request in enumerate(self.requests):
+            if self.ends[row] is not None:
+                continue
+            tokens = new[row]
+            if tokens[-1] == self.eos:
+                self.ends[row] = len(tokens) - 1
+            elif len(tokens) >= request.max_new_tokens or (
+                    request.stop and any(s in self.tokenizer.decode(tokens, skip_special_tokens=True)
+                                         for s in request.stop)):
+                self.ends[row] = len(tokens)
+        return torch.tensor([end is not None for end in self.ends], device=input_ids.device)
+
+    def kept(self, row: int, generated: int) -> int:
+        """New tokens to keep of a row (all `generated` if generation ended for another reason)."""
+        end = self.ends[row]
+        return generated if end is None else end
 
 
 class HFBackend:
@@ -159,22 +190,21 @@ class HFBackend:
         return self.batched(requests, lambda r: len(r.prompt_ids), self._generate_batch)
 
     def _generate_batch(self, requests: list[GenRequest]) -> list[GenOutput]:
+        """Greedy generation of a batch in which every row ends at its own stop strings, max_new_tokens or
+        EOS (each output equals running that request alone); the batch ends when every row has ended."""
         model = self.model  # loads the weights (and the excluded ids of its real embedding size)
         ids, mask = self.pad([r.prompt_ids for r in requests], left=True)
-        width = ids.shape[1]
-        stop = sorted({s for r in requests for s in r.stop})
+        ends = RowEnds(self.tokenizer, requests, ids.shape[1])
         config = GenerationConfig(
             max_new_tokens=max(r.max_new_tokens for r in requests), do_sample=False, num_beams=1,
             eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.pad_id,
-            suppress_tokens=self.excluded_ids or None, stop_strings=stop or None,
+            suppress_tokens=self.excluded_ids or None,
         )
         out = model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                  generation_config=config, tokenizer=self.tokenizer)
+                             generation_config=config, stopping_criteria=StoppingCriteriaList([ends]))
         outputs = []
         for row, request in enumerate(requests):
-            new = out[row, width:width + request.max_new_tokens].tolist()
-            if self.tokenizer.eos_token_id in new:
-                new = new[:new.index(self.tokenizer.eos_token_id)]
+            new = out[row, ids.shape[1]:ids.shape[1] + ends.kept(row, out.shape[1] - ids.shape[1])].tolist()
             text = self.tokenizer.decode(new, skip_special_tokens=True)
             outputs.append(GenOutput(text=cut_at_stop(text, request.stop), token_ids=new))
         return outputs

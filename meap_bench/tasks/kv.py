@@ -1,6 +1,7 @@
 """Key-value retrieval (lost in the middle): a JSON object of UUID pairs, the queried pair moved to each
-position. Cells `{"n_pairs": N, "position": K}`; scored by whether the gold value appears in the output,
-and by the teacher-forced log p(` "value"` | prompt)."""
+position. Cells `{"n_pairs": N, "position": K}`; scored as lost-in-the-middle's
+scripts/evaluate_kv_responses.py does (the gold value, case-insensitively, anywhere in the whole output, which
+runs to `max_new_tokens` without a stop string), and by the teacher-forced log p(` "value"` | prompt)."""
 
 from __future__ import annotations
 
@@ -110,11 +111,11 @@ class KvTask(Task):
                                 "Corresponding value:", f"{json.dumps(item.key)}: {json.dumps(item.value)}",
                                 {**meta, "depth": round(100 * (k - 1) / max(n - 1, 1), 2)})
                          for k in chosen_positions(cfg.positions, n, auto, "kv.positions")]
-                yield from build_group(model, group, [f'"{item.value}"'], cfg.max_new_tokens)
+                yield from build_group(model, group, [f'"{item.value}"'], cfg.max_new_tokens, stop=())
 
     def score(self, sample: Sample, output: str | None, choices: list[LLOutput]) -> dict[str, float]:
         value = sample.target.strip('"')
-        scores = {"contains": float(value in (output or ""))}
+        scores = {"contains": float(value.lower() in (output or "").lower())}
         if choices:
             scores["answer_logprob"] = choices[0].logprob
             scores["answer_greedy"] = float(choices[0].is_greedy)

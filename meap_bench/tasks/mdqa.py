@@ -3,7 +3,8 @@ among N documents, plus closed-book (no documents) and oracle (gold document onl
 
 Cells: `{"setting": "documents", "n_docs": N, "position": K}`, `{"setting": "closed_book", "n_docs": 0,
 "position": 0}` and `{"setting": "oracle", "n_docs": 1, "position": 1}`. Scored by best-subspan exact
-match on the first output line and by the teacher-forced log p(first gold answer | prompt)."""
+match on the first output line (the reference's, and a unicode-lenient variant) and by the teacher-forced
+log p(first gold answer | prompt)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from meap_bench.backends.base import LLOutput
 from meap_bench.data import lost_in_middle as lim
 from meap_bench.data.synthetic import MULTIDOC_INSTRUCTION
 from meap_bench.errors import UserError
-from meap_bench.scoring import best_subspan_em
+from meap_bench.scoring import best_subspan_em, best_subspan_em_lenient
 from meap_bench.tasks.base import ModelContext, Sample, Task
 from meap_bench.tasks.positions import (
     IntList,
@@ -104,7 +105,8 @@ class MdqaTask(Task):
 
     def score(self, sample: Sample, output: str | None, choices: list[LLOutput]) -> dict[str, float]:
         answers = sample.meta.get("answers") or [sample.target]
-        scores = {"best_subspan_em": best_subspan_em(output or "", answers)}
+        scores = {"best_subspan_em": best_subspan_em(output or "", answers),
+                  "best_subspan_em_lenient": best_subspan_em_lenient(output or "", answers)}
         if choices:
             scores["answer_logprob"] = choices[0].logprob
             scores["answer_greedy"] = float(choices[0].is_greedy)

@@ -1,5 +1,9 @@
 """Needle-in-a-haystack: a length x depth grid of token-exact prompts with a needle at a sentence
-boundary, scored by `contains`, ROUGE-1 recall and a generation-free rank of the answer."""
+boundary, scored by `contains`, ROUGE-1 recall and a generation-free rank of the answer.
+
+`rank` compares mean log-probabilities per token (length-normalised): with summed log-probabilities a
+longer answer loses to shorter distractors whatever the model knows (the `sandwich` gold is the longest
+candidate). `answer_logprob` stays the summed log-probability of the gold answer."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, ValidationInfo, field_validator
 from transformers import BatchEncoding
 
 from meap_bench.backends.base import LLOutput
@@ -80,6 +84,14 @@ class NeedleConfig(TaskConfig):
     max_new_tokens: PositiveInt = 16
     distractors: int = Field(default=4, ge=0)
     headline_metric: Literal["contains", "rouge1", "rank"] = "contains"
+
+    @field_validator("distractors")
+    @classmethod
+    def rank_needs_distractors(cls, value: int, info: ValidationInfo) -> int:
+        """`rank` exists only against distractors (headline_metric is validated first: TaskConfig's field)."""
+        if value == 0 and info.data.get("headline_metric") == "rank":
+            raise ValueError("headline_metric rank needs distractors > 0; give distractors or another metric")
+        return value
 
 
 @dataclass(frozen=True)
@@ -152,7 +164,9 @@ class NeedleTask(Task):
             gold, *others = choices
             scores["answer_logprob"] = gold.logprob
             scores["answer_greedy"] = float(gold.is_greedy)
-            scores["rank"] = float(all(gold.logprob > o.logprob for o in others))
+            if others:
+                means = [c.logprob / len(ids) for c, ids in zip(choices, sample.choices, strict=True)]
+                scores["rank"] = float(all(means[0] > m for m in means[1:]))
         return scores
 
 

@@ -3,6 +3,7 @@ sample groups that are skipped together when they do not fit the checkpoint's co
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -16,6 +17,7 @@ from meap_bench.tasks.base import ModelContext, Sample, TaskConfig, continuation
 T = TypeVar("T")
 AUTO_NEW_TOKENS_SLACK = 8  # `max_new_tokens: auto` = the longest gold answer's tokens + this
 IntList = OneOrMore[PositiveInt]
+REFERENCE_NEW_TOKENS = 100  # lost-in-the-middle's scripts/get_*_responses_from_*.py `--max-new-tokens`
 
 
 class PositionConfig(TaskConfig):
@@ -23,7 +25,7 @@ class PositionConfig(TaskConfig):
 
     positions: IntList | Literal["auto"] = "auto"
     query_aware: bool = False
-    max_new_tokens: PositiveInt | Literal["auto"] = "auto"
+    max_new_tokens: PositiveInt | Literal["auto"] = REFERENCE_NEW_TOKENS
     data_dir: str | None = None
 
 
@@ -47,10 +49,11 @@ def paper_positions(n: int) -> list[int]:
 
 
 def spread_positions(n: int, count: int) -> list[int]:
-    """`count` positions spread evenly from first to last (fewer if n is small)."""
+    """`count` positions as lost-in-the-middle places the key (gold index 0, then n/(count-1) - 1 steps:
+    75 keys -> 1, 25, 50, 75; 140 -> 1, 35, 70, 105, 140; 300 -> 1, 50, ..., 300); fewer if n is small."""
     if count == 1 or n == 1:
         return [1]
-    return sorted({round(1 + i * (n - 1) / (count - 1)) for i in range(count)})
+    return sorted({1} | {max(1, math.floor(i * n / (count - 1) + 0.5)) for i in range(1, count)})
 
 
 def chosen_positions(spec: list[int] | Literal["auto"], n: int, auto: list[int], what: str) -> list[int]:
@@ -78,11 +81,12 @@ class Prompt:
 
 
 def build_group(model: ModelContext, prompts: list[Prompt], answers: Sequence[str],
-                max_new_tokens: int | Literal["auto"], answer_sep: str = " ") -> list[Sample]:
+                max_new_tokens: int | Literal["auto"], answer_sep: str = " ",
+                stop: tuple[str, ...] = ("\n",)) -> list[Sample]:
     """Token-exact samples of prompts that share one question and one size (its positions): if any of
     them does not fit the checkpoint's context with `max_new_tokens`, all are skipped and marked (the
     same questions stay in every position; nothing is truncated). The first answer is the
-    teacher-forced choice."""
+    teacher-forced choice. Generation ends at `stop` (default: the first line, all that mdqa scores)."""
     tokenizer, chat = model.tokenizer, model.chat_template
     encoded = [encode_prompt(model, p.user_text, p.answer_prefix) for p in prompts]
     conts = [continuation_ids(tokenizer, text, list(enc["input_ids"]), f"{answer_sep}{answers[0]}", chat)
@@ -110,7 +114,7 @@ def build_group(model: ModelContext, prompts: list[Prompt], answers: Sequence[st
             offset = enc.char_to_token(char)
         samples.append(Sample(
             prompt.sample_id, prompt.cell, answers[0], prompt.item_id, prompt_text=text, prompt_ids=ids,
-            max_new_tokens=new, stop=("\n",), choices=[cont], target_offset=offset,
+            max_new_tokens=new, stop=stop, choices=[cont], target_offset=offset,
             meta={**prompt.meta, "answers": list(answers),
                   "tokens_after_gold": len(ids) - offset if offset is not None else None},
         ))

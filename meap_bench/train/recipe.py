@@ -82,7 +82,7 @@ class Recipe:
     name: str = "run"
     stage: str = "pretrain"  # pretrain | sft
     objective: OneOrMore[str] = field(default_factory=lambda: ["ntp", "meap"])
-    mask_ratio: float = 0.15
+    mask_ratio: float = 0.15  # an sft recipe without it gets SFT_MASK_RATIO
     mask_sampling: str = "per-sequence"  # per-sequence | official
     sft_variant: str = "concat"  # concat | separate-row
     sft_min_answer: int = 50
@@ -98,6 +98,7 @@ class Recipe:
         return Path(self.out.format(name=self.name, objective=objective))
 
 
+SFT_MASK_RATIO = 0.1  # the official MEAP-SFT/MEAP-SFT.py `mask_ratio` default (the paper's 10%)
 SECTIONS = {"model": ModelSpec, "tokenizer": TokenizerSpec, "data": DataSpec, "train": TrainSpec}
 CHOICES = {
     "stage": ("pretrain", "sft"),
@@ -142,6 +143,8 @@ def load_recipe(path: str | Path, overrides: dict | None = None, sets: list[str]
     for key, value in (overrides or {}).items():
         if value is not None:
             apply_override(data, key, value)
+    if data.get("stage") == "sft":
+        data.setdefault("mask_ratio", SFT_MASK_RATIO)
     recipe = validated(data, f"{path}" + (" with --set" if sets else ""))
     for obj in recipe.objective:
         if obj not in ("ntp", "meap"):
