@@ -217,7 +217,13 @@ def test_run_writes_curves_heatmaps_and_averaged_tables(checkpoints_yaml, tmp_pa
     assert averaged["tiny-ntp"]["40: positions run"] == "0/9"
     settings = {(row["setting"], row["n_docs"]) for row in summary["pairs_averaged"]}
     assert settings == {("closed_book", 0), ("oracle", 1), ("documents", 2), ("documents", 3)}
-    capsys.readouterr()
+    assert all(row["n_items"] == 2 and 0 < row["p_value"] <= 1 for row in summary["pairs_averaged"])
+    printed = capsys.readouterr().out  # per size and baseline: delta, interval over items, p, items
+    for where in ("2 documents, avg over positions", "3 documents, avg over positions", "closed_book", "oracle"):
+        assert any(line.startswith(f"  {where} = ") and "(bootstrap over items), p = " in line
+                   and "n = 2 items / " in line for line in printed.splitlines()), where
+    per_cell = {(row["setting"], row["n_docs"], row["position"]) for row in summary["pairs_cells"]}
+    assert len(per_cell) == 2 + 2 + 3 and (run_dir / "tables" / "mdqa_pairs_cells.md").is_file()
 
 
 def test_band_is_wilson_for_binary_scores_and_normal_otherwise():

@@ -15,10 +15,11 @@ from meap_bench.report.aggregate import (
     checkpoint_summary,
     headline_metrics,
     load_frame,
+    paired_cells,
     paired_differences,
 )
-from meap_bench.report.commonsense import commonsense_table
-from meap_bench.report.curves import BASELINES, POSITION_TASKS, position_report
+from meap_bench.report.commonsense import HEADLINE, TASK_COLUMN, commonsense_table, headline_rows
+from meap_bench.report.curves import BASELINES, DOCUMENTS, POSITION_TASKS, SIZE_LABELS, position_report
 from meap_bench.report.figures import heatmaps
 from meap_bench.report.validity import current_rows, skip_warnings, skipped_checkpoints
 
@@ -66,10 +67,15 @@ def build_report(run_dir: Path) -> dict:
         cells = cell_means(rows, metric)
         # headline summaries and pair statistics leave baseline cells (closed-book, oracle) out
         main = rows[~rows["cell.setting"].isin(BASELINES)] if "cell.setting" in rows else rows
-        per_checkpoint = checkpoint_summary(main)
+        strata = None
+        if task == "commonsense":  # the paper's average: acc_norm where a task has it, else acc; tasks unweighted
+            main, strata = headline_rows(main, metric), TASK_COLUMN
+        per_checkpoint = checkpoint_summary(main, strata)
         scores = sorted(c.removeprefix("score.") for c in main.columns if c.startswith("score."))
         others = [m for m in scores if m != metric]
-        paired = pd.concat([paired_differences(main, m) for m in [metric, *others]], ignore_index=True)
+        paired = pd.concat([paired_differences(main, m, strata) for m in [metric, *others]], ignore_index=True)
+        per_cell = [t for t in (paired_cells(rows, m) for m in [metric, *others]) if not t.empty]
+        paired_per_cell = pd.concat(per_cell, ignore_index=True) if per_cell else pd.DataFrame()
         tables = run_dir / "tables"
         wide = cells.pivot_table(index=[c for c in cell_columns(rows)], columns="checkpoint", values="mean",
                                  dropna=False).reset_index()
@@ -77,6 +83,8 @@ def build_report(run_dir: Path) -> dict:
         write_table(per_checkpoint, tables / f"{task}_summary")
         if not paired.empty:
             write_table(paired, tables / f"{task}_pairs")
+        if not paired_per_cell.empty:
+            write_table(paired_per_cell, tables / f"{task}_pairs_cells")
         if task in HEATMAP_AXES:
             chance = 1 / (1 + run["tasks"][task].get("distractors", 0)) if metric == "rank" else None
             heatmaps(cells, pairs, task, metric, *HEATMAP_AXES[task], run_dir / "figures", chance=chance, line=True)
@@ -84,8 +92,10 @@ def build_report(run_dir: Path) -> dict:
             "headline_metric": metric,
             "status": "all_skipped" if len(skipped) == len(ran) else "some_skipped" if skipped else "ok",
             "skipped_checkpoints": skipped,
+            "headline": HEADLINE.format(metric=metric) if strata else metric,
             "checkpoints": json.loads(per_checkpoint.to_json(orient="records")),
             "pairs": json.loads(paired.to_json(orient="records")),
+            "pairs_cells": json.loads(paired_per_cell.to_json(orient="records")),
             "cells": json.loads(cells.to_json(orient="records")),
         }
         if task in POSITION_TASKS:  # curves, position x size heatmaps, tables averaged over positions
@@ -101,18 +111,33 @@ def build_report(run_dir: Path) -> dict:
     return summary
 
 
+def pair_line(label: str, pair: dict) -> str:
+    """One paired result: delta, its item-clustered 95% interval, p-value and what they rest on."""
+    return (f"{label} = {pair['meap_minus_ntp']:+.3f}, 95% CI [{pair['ci95_low']:+.3f}, {pair['ci95_high']:+.3f}] "
+            f"(bootstrap over {pair['resampled']}s), p = {pair['p_value']:.3g} ({pair['test']}), "
+            f"n = {pair['n_items']} {pair['resampled']}s / {pair['n']} samples, {pair['n_discordant']} discordant "
+            f"(MEAP better on {pair['meap_wins']}, NTP on {pair['ntp_wins']})")
+
+
 def summary_table(summary: dict) -> str:
     """What a run prints at the end: per task, every score's mean per checkpoint, then MEAP-minus-NTP on
-    the headline metric per pair with its paired-bootstrap 95% interval."""
+    the headline metric per pair (and, for position sweeps, per size and baseline), with its 95% interval
+    resampling items, its p-value and the number of distinct items."""
     blocks = []
     for task, result in summary["tasks"].items():
         metric = result["headline_metric"]
         table = pd.DataFrame(result["checkpoints"]).drop(columns=["pair"], errors="ignore")
-        blocks.append(f"{task} (headline: {metric})\n{table.to_markdown(index=False, floatfmt='.3f')}")
+        blocks.append(f"{task} (headline: {result.get('headline', metric)})\n"
+                      f"{table.to_markdown(index=False, floatfmt='.3f')}")
         for pair in (p for p in result["pairs"] if p["metric"] == metric):
-            blocks.append(f"pair {pair['pair']}: MEAP - NTP {metric} = {pair['meap_minus_ntp']:+.3f} "
-                          f"(95% CI [{pair['ci95_low']:+.3f}, {pair['ci95_high']:+.3f}], n={pair['n']}, "
-                          f"MEAP better on {pair['meap_wins']}, NTP on {pair['ntp_wins']})")
+            lines = [pair_line(f"pair {pair['pair']}: MEAP - NTP {metric}", pair)]
+            size = POSITION_TASKS.get(task)
+            for part in (p for p in result.get("pairs_averaged", []) if p["pair"] == pair["pair"]
+                         and p["metric"] == metric):
+                where = (f"{part[size]} {SIZE_LABELS[size]}, avg over positions" if part["setting"] == DOCUMENTS
+                         else part["setting"])
+                lines.append(pair_line(f"  {where}", part))
+            blocks.append("\n".join(lines))
         if result.get("lm_eval_table"):
             blocks.append(f"{task} (lm-eval):\n{result['lm_eval_table']}")
     return "\n\n".join(blocks)

@@ -37,7 +37,7 @@ class KvConfig(PositionConfig):
     n_pairs: IntList | Literal["auto"] = "auto"
     auto_pairs: PositiveInt = 3
     auto_positions: PositiveInt = 4
-    samples_per_cell: PositiveInt = 8
+    samples_per_cell: PositiveInt = 20
     instruction: str = KV_INSTRUCTION
     headline_metric: Literal["contains", "answer_greedy"] = "contains"
 

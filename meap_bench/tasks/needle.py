@@ -77,7 +77,7 @@ class NeedleConfig(TaskConfig):
     context_lengths: OneOrMore[PositiveInt] | Literal["auto"] | Grid = "auto"
     auto_lengths: PositiveInt = 4
     depths: OneOrMore[float] | Grid = Field(default_factory=lambda: Grid(min=0, max=100, intervals=5))
-    samples_per_cell: PositiveInt = 5
+    samples_per_cell: PositiveInt = 20
     needle: Literal["magic-number", "sandwich"] | NeedleSpec = "magic-number"
     haystack: str = "kjv"
     instruction: str = MAGIC_INSTRUCTION
