@@ -17,6 +17,7 @@ from meap_bench.report.aggregate import (
     load_frame,
     paired_differences,
 )
+from meap_bench.report.attention import attention_report
 from meap_bench.report.commonsense import commonsense_table
 from meap_bench.report.curves import BASELINES, POSITION_TASKS, position_report
 from meap_bench.report.figures import heatmaps
@@ -74,6 +75,8 @@ def build_report(run_dir: Path) -> dict:
             (tables / "commonsense_tasks.md").write_text(markdown + "\n")
             summary["tasks"][task].update(lm_eval=json.loads(numbers.to_json(orient="records")),
                                           lm_eval_table=markdown)
+        if task == "attention":  # layer x head maps, target share heatmaps, the paper's quantities per pair
+            summary["tasks"][task].update(attention_report(rows, pairs, run_dir, write_table))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
 

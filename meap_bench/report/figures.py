@@ -38,11 +38,12 @@ def grid(cells: pd.DataFrame, checkpoint: str, row: str, col: str) -> tuple[pd.D
 
 
 def draw_grid(ax: plt.Axes, values: pd.DataFrame, skipped: pd.DataFrame, diverging: bool, title: str,
-              labels: tuple[str, str]) -> None:
+              labels: tuple[str, str], vmax: float = 100, fmt: str = ".0f") -> None:
+    """Percent values on a 0..vmax scale (differences: -vmax..vmax), skipped cells hatched."""
     ax.set_facecolor("#dddddd")
     cmap = "RdBu" if diverging else NIAH_COLOURS
-    limits = dict(vmin=-100, vmax=100, center=0) if diverging else dict(vmin=0, vmax=100)
-    sns.heatmap(values, ax=ax, cmap=cmap, annot=True, fmt=".0f", cbar=True, linewidths=0.5,
+    limits = dict(vmin=-vmax, vmax=vmax, center=0) if diverging else dict(vmin=0, vmax=vmax)
+    sns.heatmap(values, ax=ax, cmap=cmap, annot=True, fmt=fmt, cbar=True, linewidths=0.5,
                 linecolor="white", mask=values.isna(), **limits)
     for (i, j), is_skipped in np.ndenumerate(skipped.to_numpy(dtype=bool)):
         if is_skipped:
@@ -54,22 +55,23 @@ def draw_grid(ax: plt.Axes, values: pd.DataFrame, skipped: pd.DataFrame, divergi
 
 
 def heatmaps(cells: pd.DataFrame, pairs: dict[str, dict[str, str]], task: str, metric: str, row: str,
-             col: str, out: Path) -> list[Path]:
-    """One heatmap per checkpoint; one NTP | MEAP | difference figure per pair."""
+             col: str, out: Path, vmax: float = 100, fmt: str = ".0f") -> list[Path]:
+    """One heatmap per checkpoint; one NTP | MEAP | difference figure per pair (percent of `metric`; a
+    smaller `vmax` spreads the colours over a metric that stays small, such as an attention share)."""
     row_c, col_c = f"cell.{row}", f"cell.{col}"
     written: list[Path] = []
     for checkpoint in sorted(cells["checkpoint"].unique()):
         values, skipped = grid(cells, checkpoint, row_c, col_c)
         fig, ax = plt.subplots(figsize=(1.2 + 0.9 * values.shape[1], 1 + 0.45 * values.shape[0]))
-        draw_grid(ax, values, skipped, False, f"{checkpoint}: {task} {metric} (%)", (row, col))
+        draw_grid(ax, values, skipped, False, f"{checkpoint}: {task} {metric} (%)", (row, col), vmax, fmt)
         written += save(fig, out / f"{task}_heatmap_{checkpoint}")
     for label, members in sorted(pairs.items()):
         ntp, meap = (grid(cells, members[o], row_c, col_c) for o in ("ntp", "meap"))
         fig, axes = plt.subplots(1, 3, figsize=(3 * (1.8 + 0.9 * ntp[0].shape[1]), 1.5 + 0.45 * ntp[0].shape[0]),
                                  layout="constrained")
-        draw_grid(axes[0], *ntp, False, f"NTP ({members['ntp']})", (row, col))
-        draw_grid(axes[1], *meap, False, f"MEAP ({members['meap']})", (row, col))
-        draw_grid(axes[2], meap[0] - ntp[0], ntp[1] | meap[1], True, "MEAP - NTP (points)", (row, col))
+        draw_grid(axes[0], *ntp, False, f"NTP ({members['ntp']})", (row, col), vmax, fmt)
+        draw_grid(axes[1], *meap, False, f"MEAP ({members['meap']})", (row, col), vmax, fmt)
+        draw_grid(axes[2], meap[0] - ntp[0], ntp[1] | meap[1], True, "MEAP - NTP (points)", (row, col), vmax, fmt)
         fig.suptitle(f"{task} {metric}, pair {label}")
         written += save(fig, out / f"{task}_pair_{label}")
     return written
