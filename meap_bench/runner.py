@@ -140,6 +140,8 @@ def execute(plan: RunPlan) -> None:
     # weights are checked against the run directory before any work
     backends = {c.name: load_backend(c, plan.backend, plan.device) for c in plan.checkpoints}
     fingerprints = {name: backend.fingerprint for name, backend in backends.items()}
+    for backend in backends.values():
+        check_capabilities(plan, backend)
     for name, old in changed_weights(plan, fingerprints).items():
         set_aside(plan, name, old, fingerprints[name])
     write_run_json(plan, fingerprints)
@@ -158,6 +160,15 @@ def execute(plan: RunPlan) -> None:
                     run_task(plan, checkpoint, backend, task, done, writer)
     finally:
         writer.close()
+
+
+def check_capabilities(plan: RunPlan, backend: Backend) -> None:
+    """Before any work: every task's required backend capabilities are there."""
+    for name in plan.tasks:
+        missing = sorted(TASKS[name].requires - backend.capabilities)
+        if missing:
+            raise UserError(f"task '{name}' needs the backend capability '{', '.join(missing)}', which --backend "
+                            f"{plan.backend} lacks; run it with a backend that has it (hf)")
 
 
 def run_task(plan: RunPlan, checkpoint: Checkpoint, backend: Backend, task: Task, done: set,
@@ -198,11 +209,17 @@ def evaluate_chunk(base: dict, backend: Backend, task: Task, chunk: list[Sample]
     texts = {s.sample_id: o.text for s, o in zip(generating, outputs, strict=True)}
     ll_requests = [LLRequest(s.prompt_ids, choice) for s in chunk for choice in s.choices]
     ll_outputs = iter(backend.loglikelihood(ll_requests) if ll_requests else [])
+    attending = [s.attention for s in chunk if s.attention is not None]
+    summaries = iter(backend.attention(attending) if attending else [])
     records = []
     for sample in chunk:
         choices = [next(ll_outputs) for _ in sample.choices]
         output = texts.get(sample.sample_id)
-        records.append(record_of(base, sample, output, task.score(sample, output, choices), 0.0))
+        if sample.attention is not None:
+            scores = task.score_attention(sample, next(summaries))
+        else:
+            scores = task.score(sample, output, choices)
+        records.append(record_of(base, sample, output, scores, 0.0))
     return records
 
 

@@ -19,7 +19,16 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from meap_bench.backends.base import GenOutput, GenRequest, LLOutput, LLRequest, cut_at_stop
+from meap_bench.backends.base import (
+    ATTENTION,
+    AttnOutput,
+    AttnRequest,
+    GenOutput,
+    GenRequest,
+    LLOutput,
+    LLRequest,
+    cut_at_stop,
+)
 from meap_bench.config import Checkpoint
 from meap_bench.errors import UserError
 from meap_bench.tokenization import excluded_token_ids, load_tokenizer
@@ -114,6 +123,8 @@ class RowEnds(StoppingCriteria):
 class HFBackend:
     """Tokenizer, config and fingerprint are read at once; the weights load on first use, so a resumed
     run whose samples are all recorded never loads them."""
+
+    capabilities = frozenset({ATTENTION})
 
     def __init__(self, checkpoint: Checkpoint, device: str = "auto") -> None:
         self.name = checkpoint.name
@@ -284,6 +295,23 @@ class HFBackend:
                 pieces.append(later[row_of[k], :len(request.continuation_ids) - 1])  # type: ignore[index]
         outputs = iter(self._score(torch.cat(pieces), [request for _, request in flat]))
         return [[next(outputs) for _ in group] for group in groups]
+
+    @torch.inference_mode()
+    def attention(self, requests: list[AttnRequest]) -> list[AttnOutput]:
+        """One forward per batch (right-padded, so every row's keys and positions are what it gets alone),
+        summarised layer by layer while it runs (`hf_attention`); only the last position's logits are
+        computed."""
+        return self.batched(requests, lambda r: len(r.input_ids), self._attention_batch)
+
+    def _attention_batch(self, requests: list[AttnRequest]) -> list[AttnOutput]:
+        from meap_bench.backends.hf_attention import probing
+
+        model = self.model
+        ids, mask = self.pad([r.input_ids for r in requests])
+        keep = {"logits_to_keep": 1} if self._forward_takes("logits_to_keep") else {}
+        with probing(model, requests) as probe:
+            model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False, **keep)
+        return probe.outputs()
 
     def _forward_takes(self, argument: str) -> bool:
         """Whether the model's forward has `argument` (`logits_to_keep`: logits only where needed; `cache`:

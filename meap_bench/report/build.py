@@ -18,6 +18,7 @@ from meap_bench.report.aggregate import (
     paired_cells,
     paired_differences,
 )
+from meap_bench.report.attention import attention_report
 from meap_bench.report.commonsense import HEADLINE, TASK_COLUMN, commonsense_table, headline_rows
 from meap_bench.report.curves import BASELINES, DOCUMENTS, POSITION_TASKS, SIZE_LABELS, position_report
 from meap_bench.report.figures import heatmaps
@@ -107,6 +108,8 @@ def build_report(run_dir: Path) -> dict:
             (tables / "commonsense_tasks.md").write_text(markdown + "\n")
             summary["tasks"][task].update(lm_eval=json.loads(numbers.to_json(orient="records")),
                                           lm_eval_table=markdown)
+        if task == "attention":  # layer x head maps, target share heatmaps, the paper's quantities per pair
+            summary["tasks"][task].update(attention_report(rows, pairs, run_dir, write_table))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
 

@@ -47,10 +47,12 @@ def delta_limit(delta: pd.DataFrame) -> int:
 
 
 def draw_grid(ax: plt.Axes, values: pd.DataFrame, skipped: pd.DataFrame, n: pd.DataFrame, *, diverging: bool,
-              labels: tuple[str, str], cbar_label: str, marks: set[tuple[str, str]] = frozenset()) -> None:
-    """One heatmap: annotated cells (with their n when it fits), hatched skipped cells, outlined marks."""
+              labels: tuple[str, str], cbar_label: str, marks: set[tuple[str, str]] = frozenset(),
+              vmax: float = 100, fmt: str = ".0f") -> None:
+    """One heatmap on 0..`vmax` (differences: a scale adapted to the data): annotated cells (with their n when
+    it fits), hatched skipped cells, outlined marks."""
     ax.set_facecolor("#eeeeee")
-    limit = delta_limit(values) if diverging else 100
+    limit = delta_limit(values) if diverging else vmax
     image = ax.imshow(values.to_numpy(dtype=float), cmap=DIVERGING if diverging else SEQUENTIAL, aspect="auto",
                       vmin=-limit if diverging else 0, vmax=limit)
     rows, cols = values.shape
@@ -70,7 +72,7 @@ def draw_grid(ax: plt.Axes, values: pd.DataFrame, skipped: pd.DataFrame, n: pd.D
             mark = (values.index[i], values.columns[j]) in marks
             shade = image.cmap(norm(value))
             colour = "white" if (0.299 * shade[0] + 0.587 * shade[1] + 0.114 * shade[2]) < 0.5 else "black"
-            text = f"{value:+.0f}" if diverging else f"{value:.0f}"
+            text = format(value, f"+{fmt}" if diverging else fmt)
             text += "*" if mark else ""
             if show_n:
                 text += f"\nn={n.iat[i, j]}"
@@ -104,9 +106,11 @@ def line_panel(ax: plt.Axes, cells: pd.DataFrame, checkpoints: list[str], col: s
 
 def heatmaps(cells: pd.DataFrame, pairs: dict[str, dict[str, str]], task: str, metric: str, row: str, col: str,
              out: Path, options: FigureOptions = DEFAULT_OPTIONS, marks: dict[str, set[tuple[str, str]]] | None = None,
-             chance: float | None = None, line: bool = False) -> list[Path]:
+             chance: float | None = None, line: bool = False, vmax: float = 100, fmt: str = ".0f") -> list[Path]:
     """One heatmap per checkpoint (`line`: with its accuracy-vs-`col` line beside it); one NTP | MEAP |
-    MEAP-minus-NTP figure per pair, delta cells in `marks[pair]` ((row, col) labels) outlined and starred."""
+    MEAP-minus-NTP figure per pair, delta cells in `marks[pair]` ((row, col) labels) outlined and starred.
+    A smaller `vmax` spreads the colours over a metric that stays small, such as an attention share."""
+    scale = {"vmax": vmax, "fmt": fmt}
     row_c, col_c = f"cell.{row}", f"cell.{col}"
     width = WIDTHS[options.width]
     label = metric_label(metric)
@@ -119,13 +123,13 @@ def heatmaps(cells: pd.DataFrame, pairs: dict[str, dict[str, str]], task: str, m
             if line:
                 fig, axes = plt.subplots(1, 2, figsize=(width, height + 0.3), width_ratios=[1.5, 1],
                                          layout="constrained")
-                draw_grid(axes[0], values, skipped, n, diverging=False, labels=(row, col), cbar_label=label)
+                draw_grid(axes[0], values, skipped, n, diverging=False, labels=(row, col), cbar_label=label, **scale)
                 line_panel(axes[1], cells, [checkpoint], col, objectives, chance)
                 axes[1].set_ylabel(label)
             else:
                 fig, ax = plt.subplots(figsize=(min(width, 1.3 + 0.45 * values.shape[1]), height + 0.3),
                                        layout="constrained")
-                draw_grid(ax, values, skipped, n, diverging=False, labels=(row, col), cbar_label=label)
+                draw_grid(ax, values, skipped, n, diverging=False, labels=(row, col), cbar_label=label, **scale)
             if options.titles:
                 fig.suptitle(f"{checkpoint}: {task} {metric}")
             written += save(fig, out / f"{task}_heatmap_{checkpoint}")
@@ -136,13 +140,13 @@ def heatmaps(cells: pd.DataFrame, pairs: dict[str, dict[str, str]], task: str, m
             size = (width, 3 * (0.7 + 0.22 * ntp[0].shape[0])) if stacked else (width, 0.9 + 0.22 * ntp[0].shape[0])
             fig, axes = plt.subplots(*shape, figsize=size, layout="constrained", squeeze=False)
             axes = axes.ravel()
-            draw_grid(axes[0], *ntp, diverging=False, labels=(row, col), cbar_label=f"NTP: {label}")
-            draw_grid(axes[1], *meap, diverging=False, labels=(row, col), cbar_label=f"MEAP: {label}")
+            draw_grid(axes[0], *ntp, diverging=False, labels=(row, col), cbar_label=f"NTP: {label}", **scale)
+            draw_grid(axes[1], *meap, diverging=False, labels=(row, col), cbar_label=f"MEAP: {label}", **scale)
             delta = meap[0] - ntp[0]
             both = pd.DataFrame(np.minimum(ntp[2].to_numpy(), meap[2].to_numpy()), index=delta.index,
                                 columns=delta.columns)
             draw_grid(axes[2], delta, ntp[1] | meap[1], both, diverging=True, labels=(row, col),
-                      cbar_label="MEAP − NTP (points)", marks=(marks or {}).get(pair, set()))
+                      cbar_label="MEAP − NTP (points)", marks=(marks or {}).get(pair, set()), fmt=fmt)
             if options.titles:
                 fig.suptitle(f"{task} {metric}, pair {pair} (* paired 95% interval excludes 0)")
             written += save(fig, out / f"{task}_pair_{pair}")

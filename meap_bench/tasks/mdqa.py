@@ -43,8 +43,12 @@ class MdqaConfig(PositionConfig):
     headline_metric: Literal["best_subspan_em", "answer_greedy"] = "best_subspan_em"
 
 
+def render_document(index: int, doc: lim.Passage) -> str:
+    return f"Document [{index}](Title: {doc.title}) {doc.text}"
+
+
 def render_documents(docs: list[lim.Passage]) -> str:
-    return "\n".join(f"Document [{i}](Title: {d.title}) {d.text}" for i, d in enumerate(docs, start=1))
+    return "\n".join(render_document(i, d) for i, d in enumerate(docs, start=1))
 
 
 class MdqaTask(Task):
@@ -78,6 +82,12 @@ class MdqaTask(Task):
         query = f"Question: {question}\n\n" if self.config.query_aware else ""
         return f"{head}{query}{render_documents(docs)}\n\nQuestion: {question}"
 
+    def spans(self, question: str, docs: list[lim.Passage], position: int) -> dict[str, str]:
+        """The parts whose token ranges are recorded: gold document, all documents, instruction, question."""
+        parts = {"target": render_document(position, docs[position - 1]), "context": render_documents(docs),
+                 "question": f"Question: {question}"}
+        return {**parts, "instruction": self.config.instruction} if self.config.instruction else parts
+
     def samples(self, model: ModelContext) -> Iterator[Sample]:
         cfg = self.config
         meta = {"source": cfg.source}
@@ -86,19 +96,21 @@ class MdqaTask(Task):
             if cfg.closed_book:
                 groups.append([Prompt(f"closed-{item.qid}", item.qid,
                                       {"setting": "closed_book", "n_docs": 0, "position": 0},
-                                      self.user_text(item.question, None), "Answer:", None, meta)])
+                                      self.user_text(item.question, None), "Answer:", None, meta,
+                                      {"question": f"Question: {item.question}"})])
             if cfg.oracle:
                 groups.append([Prompt(f"oracle-{item.qid}", item.qid,
                                       {"setting": "oracle", "n_docs": 1, "position": 1},
                                       self.user_text(item.question, [item.gold]), "Answer:",
-                                      "Document [1](", meta)])
+                                      "Document [1](", meta, self.spans(item.question, [item.gold], 1))])
             for n in sorted(set(cfg.n_docs)):
                 group = []
                 for k in chosen_positions(cfg.positions, n, paper_positions(n), "mdqa.positions"):
                     docs = place(item.gold, item.distractors, n, k)
                     group.append(Prompt(f"N{n}-P{k}-{item.qid}", item.qid,
                                         {"setting": "documents", "n_docs": n, "position": k},
-                                        self.user_text(item.question, docs), "Answer:", f"Document [{k}](", meta))
+                                        self.user_text(item.question, docs), "Answer:", f"Document [{k}](", meta,
+                                        self.spans(item.question, docs, k)))
                 groups.append(group)
             for group in groups:
                 yield from build_group(model, group, item.answers, cfg.max_new_tokens)

@@ -22,7 +22,15 @@ from meap_bench.config import OneOrMore, Strict
 from meap_bench.data.haystacks import haystack_sentences
 from meap_bench.data.synthetic import MAGIC_INSTRUCTION, magic_keys, magic_value
 from meap_bench.scoring import contains, rouge1_recall
-from meap_bench.tasks.base import ModelContext, Sample, Task, TaskConfig, continuation_ids, encode_prompt
+from meap_bench.tasks.base import (
+    ModelContext,
+    Sample,
+    Task,
+    TaskConfig,
+    continuation_ids,
+    encode_prompt,
+    token_spans,
+)
 
 
 class Grid(Strict):
@@ -244,10 +252,17 @@ class PromptBuilder:
         chat = self.model.chat_template
         choices = [continuation_ids(self.model.tokenizer, text, ids, f" {a}", chat)
                    for a in (needle.answer, *needle.distractors)]
+        question = text.rindex(f"Question: {needle.question}")
+        chars = {"target": (needle_char, needle_char + len(needle.fact)),
+                 "context": (hay_start, hay_start + len(haystack)),
+                 "question": (question, question + len(f"Question: {needle.question}"))}
+        if self.config.instruction:
+            start = text.index(self.config.instruction)
+            chars["instruction"] = (start, start + len(self.config.instruction))
         return Sample(
             sample_id, cell, needle.answer, item_id=item_id, prompt_text=text, prompt_ids=ids,
             max_new_tokens=self.config.max_new_tokens, stop=("\n",), choices=choices,
             target_offset=needle_tok,
             meta={"depth_actual": round(100 * (needle_tok - first) / around, 2), "haystack_tokens": around,
-                  "fact": needle.fact},
+                  "fact": needle.fact, "spans": token_spans(enc, chars)},
         )

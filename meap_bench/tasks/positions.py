@@ -12,7 +12,7 @@ from pydantic import PositiveInt
 
 from meap_bench.config import OneOrMore
 from meap_bench.errors import UserError
-from meap_bench.tasks.base import ModelContext, Sample, TaskConfig, continuation_ids, encode_prompt
+from meap_bench.tasks.base import ModelContext, Sample, TaskConfig, continuation_ids, encode_prompt, token_spans
 
 T = TypeVar("T")
 AUTO_NEW_TOKENS_SLACK = 8  # `max_new_tokens: auto` = the longest gold answer's tokens + this
@@ -69,7 +69,8 @@ def chosen_positions(spec: list[int] | Literal["auto"], n: int, auto: list[int],
 
 @dataclass
 class Prompt:
-    """One prompt of a group before tokenisation; `gold_text` locates the gold item in the prompt."""
+    """One prompt of a group before tokenisation; `gold_text` locates the gold item in the prompt;
+    `spans` names parts of the user text whose token ranges (last occurrence) go into meta["spans"]."""
 
     sample_id: str
     item_id: str
@@ -78,6 +79,7 @@ class Prompt:
     answer_prefix: str
     gold_text: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    spans: dict[str, str] = field(default_factory=dict)
 
 
 def build_group(model: ModelContext, prompts: list[Prompt], answers: Sequence[str],
@@ -112,10 +114,22 @@ def build_group(model: ModelContext, prompts: list[Prompt], answers: Sequence[st
             if char < 0:
                 raise RuntimeError(f"{prompt.sample_id}: gold text not found in the rendered prompt")
             offset = enc.char_to_token(char)
+        spans = {"spans": token_spans(enc, last_occurrences(text, prompt.spans))} if prompt.spans else {}
         samples.append(Sample(
             prompt.sample_id, prompt.cell, answers[0], prompt.item_id, prompt_text=text, prompt_ids=ids,
             max_new_tokens=new, stop=stop, choices=[cont], target_offset=offset,
             meta={**prompt.meta, "answers": list(answers),
-                  "tokens_after_gold": len(ids) - offset if offset is not None else None},
+                  "tokens_after_gold": len(ids) - offset if offset is not None else None, **spans},
         ))
     return samples
+
+
+def last_occurrences(text: str, parts: dict[str, str]) -> dict[str, tuple[int, int]]:
+    """Character range of the last occurrence of each named part in `text`."""
+    ranges = {}
+    for name, part in parts.items():
+        start = text.rfind(part)
+        if start < 0:
+            raise RuntimeError(f"span '{name}' not found in the rendered prompt")
+        ranges[name] = (start, start + len(part))
+    return ranges
