@@ -35,6 +35,7 @@ class RunPlan:
     backend: str
     device: str
     fresh: frozenset[str] = field(default_factory=frozenset)  # checkpoints whose changed weights may start afresh
+    log_prompts: bool = False  # keep each prompt's text in its record's meta (as lm-eval's --log_samples)
 
     def identity(self) -> dict[str, Any]:
         """What defines the run's results; a run directory holds one identity only."""
@@ -189,8 +190,10 @@ def run_task(plan: RunPlan, checkpoint: Checkpoint, backend: Backend, task: Task
         began = time.perf_counter()
         records = evaluate_chunk(base, backend, task, chunk)
         seconds = (time.perf_counter() - began) / len(chunk)
-        for record in records:
+        for record, sample in zip(records, chunk, strict=True):
             record.seconds = round(seconds, 4)
+            if plan.log_prompts:
+                record.meta = {**record.meta, "prompt": sample.prompt_text}
         writer.write(records)
         bar.update(len(chunk))
     bar.close()
