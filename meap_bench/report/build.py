@@ -100,8 +100,8 @@ def build_report(run_dir: Path, options: FigureOptions = DEFAULT_OPTIONS, headli
         per_cell = [t for t in (paired_cells(rows, m) for m in [metric, *others]) if not t.empty]
         paired_per_cell = pd.concat(per_cell, ignore_index=True) if per_cell else pd.DataFrame()
         tables = run_dir / "tables"
-        wide = cells.pivot_table(index=[c for c in cell_columns(rows)], columns="checkpoint", values="mean",
-                                 dropna=False).reset_index()
+        # the cells that exist (not every combination of their keys), a column per checkpoint; skipped: empty
+        wide = cells.set_index([*cell_columns(rows), "checkpoint"])["mean"].unstack("checkpoint").reset_index()
         items = main[main["status"] == "ok"].groupby("checkpoint")["item_id"].nunique()
         write_table(wide, tables / f"{task}_cells", f"{task}: mean {metric} per cell and checkpoint (each cell "
                     f"asks the same {items.max() if len(items) else 0} items).")

@@ -168,7 +168,9 @@ def curves(per_cell: pd.DataFrame, task: str, metric: str, size: str, out: Path,
         labels = sorted(legend, key=lambda t: (t not in checkpoints, t))  # checkpoints first, then baselines
         handles = [legend[t] for t in labels]
         if handles:
-            fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 3), frameon=False)
+            fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 2 if columns == 1 or
+                                                                              options.width == "column" else 3),
+                       frameon=False)
         if options.titles:
             fig.suptitle(f"{task}: {metric} by gold position" + (" (95% bands)" if options.bands else ""))
     return save(fig, out / f"{task}_curves")
