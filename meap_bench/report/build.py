@@ -22,6 +22,7 @@ from meap_bench.report.attention import attention_report
 from meap_bench.report.commonsense import HEADLINE, TASK_COLUMN, commonsense_table, headline_rows
 from meap_bench.report.curves import BASELINES, DOCUMENTS, POSITION_TASKS, SIZE_LABELS, position_report
 from meap_bench.report.figures import heatmaps
+from meap_bench.report.hallucination import hallucination_report
 from meap_bench.report.validity import current_rows, skip_warnings, skipped_checkpoints
 
 OUTPUT_SUFFIXES = {".md", ".csv", ".png", ".pdf"}
@@ -110,6 +111,8 @@ def build_report(run_dir: Path) -> dict:
                                           lm_eval_table=markdown)
         if task == "attention":  # layer x head maps, target share heatmaps, the paper's quantities per pair
             summary["tasks"][task].update(attention_report(rows, pairs, run_dir, write_table))
+        if task == "hallucination":  # share judged faithful per dataset with intervals, the judge named
+            summary["tasks"][task].update(hallucination_report(rows, run["tasks"][task], run_dir, write_table))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
 
