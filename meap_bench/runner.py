@@ -185,16 +185,22 @@ def run_task(plan: RunPlan, checkpoint: Checkpoint, backend: Backend, task: Task
     writer.write([record_of(base, s, None, Score({}), 0.0) for s in skipped])
     bar.update(len(skipped))
     runnable = [s for s in todo if s.prompt_ids is not None]
+    pending: list[Score] = []
     for start in range(0, len(runnable), CHUNK):
         chunk = runnable[start:start + CHUNK]
         began = time.perf_counter()
-        records = evaluate_chunk(base, backend, task, chunk)
+        records, unfinished = evaluate_chunk(base, backend, task, chunk)
         seconds = (time.perf_counter() - began) / len(chunk)
         for record in records:
             record.seconds = round(seconds, 4)
         writer.write(records)
+        pending += unfinished
         bar.update(len(chunk))
     bar.close()
+    if pending:
+        print(f"warning: {checkpoint.name} / {task.name}: {len(pending)} samples not recorded because their scorer "
+              f"could not finish ({pending[0].explanation}); run the same command again to finish them",
+              file=sys.stderr)
 
 
 def record_base(plan: RunPlan, checkpoint: Checkpoint, backend: Backend, task: Task) -> dict[str, Any]:
@@ -204,7 +210,8 @@ def record_base(plan: RunPlan, checkpoint: Checkpoint, backend: Backend, task: T
             "task": task.name}
 
 
-def evaluate_chunk(base: dict, backend: Backend, task: Task, chunk: list[Sample]) -> list[Record]:
+def evaluate_chunk(base: dict, backend: Backend, task: Task, chunk: list[Sample]) -> tuple[list[Record], list[Score]]:
+    """Records of the chunk's samples, and the scores that could not finish (not recorded: a rerun retries)."""
     generating = [s for s in chunk if s.max_new_tokens > 0]
     outputs = backend.generate([GenRequest(s.prompt_ids, s.max_new_tokens, s.stop) for s in generating])
     texts = {s.sample_id: o.text for s, o in zip(generating, outputs, strict=True)}
@@ -217,15 +224,18 @@ def evaluate_chunk(base: dict, backend: Backend, task: Task, chunk: list[Sample]
     scored = dict(zip([s.sample_id for s in plain],
                       task.score_batch(plain, [texts.get(s.sample_id) for s in plain],
                                        [choices[s.sample_id] for s in plain]), strict=True))
-    records = []
+    records, unfinished = [], []
     for sample in chunk:
         output = texts.get(sample.sample_id)
         if sample.attention is not None:
             score = Score(task.score_attention(sample, next(summaries)))
         else:
             score = scored[sample.sample_id]
-        records.append(record_of(base, sample, output, score, 0.0))
-    return records
+        if score.final:
+            records.append(record_of(base, sample, output, score, 0.0))
+        else:
+            unfinished.append(score)
+    return records, unfinished
 
 
 def record_of(base: dict, sample: Sample, output: str | None, score: Score, seconds: float) -> Record:

@@ -266,7 +266,7 @@ def test_run_with_the_lexical_judge_writes_records_table_and_figure(checkpoints_
     assert len(read_records(run_dir / "records.jsonl")) == len(records)
 
 
-def test_run_with_the_openai_judge_never_writes_the_key(checkpoints_yaml, tmp_path, monkeypatch):
+def test_run_with_the_openai_judge_never_writes_the_key(checkpoints_yaml, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MEAP_TEST_JUDGE_KEY", KEY)
     monkeypatch.setenv("MEAP_BENCH_CACHE", str(tmp_path / "cache"))
     with ChatServer() as server:
@@ -274,13 +274,20 @@ def test_run_with_the_openai_judge_never_writes_the_key(checkpoints_yaml, tmp_pa
                  "--set", "hallucination.openai.api_key_env=MEAP_TEST_JUDGE_KEY",
                  "--set", "hallucination.datasets=local-summary",
                  "--set", "hallucination.sources.local-summary.stop=[]"]
-        assert main(run_args(checkpoints_yaml, tmp_path, "oa", *extra)) == 0
+        server.script = ["500"]  # with no retries left: one verdict is lost this run, not recorded as anything
+        no_retry = ["--set", "hallucination.openai.max_retries=0"]
+        assert main(run_args(checkpoints_yaml, tmp_path, "oa", *extra, *no_retry)) == 0
+        assert len(read_records(tmp_path / "oa" / "records.jsonl")) == 5
+        assert "1 samples not recorded because their scorer could not finish (judge request failed: " \
+               "InternalServerError (HTTP 500))" in capsys.readouterr().err
+        assert main(run_args(checkpoints_yaml, tmp_path, "oa", *extra, *no_retry)) == 0  # the rerun finishes it
         asked = len(server.requests)
-        assert asked == 6  # 3 items x 2 checkpoints, every output non-empty
+        assert asked == 1 + 6  # the failed request, then 3 items x 2 checkpoints, each asked once
         records = read_records(tmp_path / "oa" / "records.jsonl")
+        assert len(records) == 6
         assert all(r.meta["judge"]["model"] == "gpt-4o" and r.meta["judge_raw"] == "Conclusion: True"
                    for r in records)
-        assert main(run_args(checkpoints_yaml, tmp_path, "oa2", *extra)) == 0  # another run: the cache answers
+        assert main(run_args(checkpoints_yaml, tmp_path, "oa2", *extra, *no_retry)) == 0  # the cache answers
         assert len(server.requests) == asked
     assert "gpt-4o judge" in (tmp_path / "oa" / "tables" / "hallucination_faithful.md").read_text()
     written = [p for p in tmp_path.rglob("*") if p.is_file()]

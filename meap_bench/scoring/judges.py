@@ -75,6 +75,7 @@ class Verdict:
     reason: str | None = None  # why unjudged
     spans: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    final: bool = True  # False: the judge could not be asked (an API fault); ask again on the next run
 
 
 def parse_verdict(raw: str) -> tuple[bool | None, list[str]]:
@@ -195,8 +196,8 @@ class OpenAISettings:
 
 class OpenAIJudge:
     """A chat-completions judge (temperature 0) on the official client, which retries 429, 5xx, connection
-    errors and timeouts with exponential backoff. A request that still fails is unjudged with its error, and not
-    cached, so the next run asks again."""
+    errors and timeouts with exponential backoff. A request that still fails gives a verdict that is not final:
+    neither cached nor recorded, so the next run asks again."""
 
     name = "openai"
 
@@ -238,7 +239,7 @@ class OpenAIJudge:
             except openai.APIError as err:
                 status = getattr(err, "status_code", None)
                 return Verdict(None, "", reason=f"judge request failed: {type(err).__name__}"
-                               + (f" (HTTP {status})" if status else ""))
+                               + (f" (HTTP {status})" if status else ""), final=False)
             usage = response.usage
             hit = (response.choices[0].message.content or "" if response.choices else "",
                    usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0)

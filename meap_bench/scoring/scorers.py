@@ -18,6 +18,7 @@ class Score:
     values: dict[str, float]
     explanation: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    final: bool = True  # False: the scorer could not finish (a judge request failed); not recorded, so rerun retries
 
 
 def teacher_forced(gold: LLOutput | None) -> dict[str, float]:

@@ -217,7 +217,7 @@ class HallucinationTask(Task):
             if verdict.faithful is None:
                 meta["unjudged"] = True
             values = {} if verdict.faithful is None else {"faithful": float(verdict.faithful)}
-            scores.append(Score(values, verdict.reason, meta))
+            scores.append(Score(values, verdict.reason, meta, final=verdict.final))
         return scores
 
     def score(self, sample: Sample, output: str | None, choices: list[LLOutput]) -> dict[str, float]:
