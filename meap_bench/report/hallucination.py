@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from meap_bench.report.aggregate import paired_cells, paired_differences  # noqa: E402
-from meap_bench.report.curves import Z95, interval  # noqa: E402
+from meap_bench.report.curves import interval  # noqa: E402
 from meap_bench.report.style import PALETTE, WIDTHS, paper_style, save  # noqa: E402
 
 METRIC = "faithful"
@@ -35,7 +35,8 @@ def judge_label(config: dict) -> str:
 
 def dataset_shares(rows: pd.DataFrame) -> pd.DataFrame:
     """Per checkpoint and dataset: samples, judged, unjudged, faithful share with its Wilson 95% interval, judge
-    tokens and cost; then per checkpoint the unweighted average over datasets (normal-approximation interval)."""
+    tokens and cost; then per checkpoint the unweighted average over datasets, its interval the average of the
+    datasets' bounds (conservative: it ignores that independent datasets' errors partly cancel)."""
     ok = rows[rows["status"] == "ok"]
     verdicts = ok["meta"].map(lambda m: m.get("verdict"))
     usd = ok["meta"].map(lambda m: m.get("judge_usd", 0.0))
@@ -57,13 +58,10 @@ def dataset_shares(rows: pd.DataFrame) -> pd.DataFrame:
     averages = []
     for checkpoint, group in table.groupby("checkpoint", sort=True):
         valid = group[group["judged"] > 0]
-        mean = valid[METRIC].mean()
-        half = Z95 * math.sqrt(sum(p * (1 - p) / n for p, n in zip(valid[METRIC], valid["judged"], strict=True))
-                               ) / max(len(valid), 1)
         averages.append({"checkpoint": checkpoint, "objective": group["objective"].iloc[0], "dataset": AVERAGE,
                          **{c: int(group[c].sum()) for c in ("samples", "judged", "unjudged", "skipped",
                                                              "judge_tokens")},
-                         METRIC: mean, "ci95_low": max(0.0, mean - half), "ci95_high": min(1.0, mean + half),
+                         **{c: valid[c].mean() for c in (METRIC, "ci95_low", "ci95_high")},
                          "judge_usd": float(group["judge_usd"].sum())})
     return pd.concat([table, pd.DataFrame(averages)], ignore_index=True)
 
@@ -97,12 +95,17 @@ def bar_chart(shares: pd.DataFrame, label: str, out: Path) -> list[Path]:
             err = np.vstack([mean - 100 * mine["ci95_low"].to_numpy(dtype=float),
                              100 * mine["ci95_high"].to_numpy(dtype=float) - mean]).clip(min=0)
             objective = mine["objective"].dropna().iloc[0] if mine["objective"].notna().any() else ""
-            ax.bar(x + (k - (len(checkpoints) - 1) / 2) * width, np.nan_to_num(mean), width, yerr=np.nan_to_num(err),
+            where = x + (k - (len(checkpoints) - 1) / 2) * width
+            ax.bar(where, np.nan_to_num(mean), width, yerr=np.nan_to_num(err),
                    color=PALETTE[k % len(PALETTE)], hatch="///" if objective == "ntp" else None, edgecolor="white",
                    linewidth=0.4, capsize=1.5, error_kw={"elinewidth": 0.6}, label=checkpoint)
+            for spot, top, share, judged in zip(where, mean + err[1], mean, mine["judged"], strict=True):
+                if judged == judged:  # the share over judged outputs, readable even for empty bars
+                    ax.text(spot, np.nan_to_num(top) + 1.5, f"{share:.0f}%\nn={int(judged)}", ha="center",
+                            va="bottom", fontsize=5)
         ax.set_xticks(x, datasets, rotation=20, ha="right")
         ax.axvline(len(datasets) - 1.5, color="grey", lw=0.5, ls=":")
-        ax.set_ylim(0, 105)
+        ax.set_ylim(0, 115)
         ax.set_ylabel(f"Judged faithful (%)\n{label}")
         ax.grid(axis="y", alpha=0.3)
         ax.legend(frameon=False, ncol=min(len(checkpoints), 3), loc="upper left")
