@@ -18,6 +18,7 @@ from meap_bench.config import Checkpoint
 from meap_bench.errors import UserError
 from meap_bench.provenance import source_commit
 from meap_bench.records import Record, RecordWriter, read_records, replace_records, resume_key, sha256_json
+from meap_bench.scoring.scorers import Score
 from meap_bench.tasks import TASKS, ModelContext, Sample, Task, TaskConfig
 from meap_bench.tasks.base import DirectTask
 
@@ -182,21 +183,27 @@ def run_task(plan: RunPlan, checkpoint: Checkpoint, backend: Backend, task: Task
     bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc=f"{checkpoint.name} / {task.name}",
                unit="sample", dynamic_ncols=True)
     skipped = [s for s in todo if s.prompt_ids is None]
-    writer.write([record_of(base, s, None, {}, 0.0) for s in skipped])
+    writer.write([record_of(base, s, None, Score({}), 0.0) for s in skipped])
     bar.update(len(skipped))
     runnable = [s for s in todo if s.prompt_ids is not None]
+    pending: list[Score] = []
     for start in range(0, len(runnable), CHUNK):
         chunk = runnable[start:start + CHUNK]
         began = time.perf_counter()
-        records = evaluate_chunk(base, backend, task, chunk)
+        records, unfinished = evaluate_chunk(base, backend, task, chunk)
         seconds = (time.perf_counter() - began) / len(chunk)
         for record, sample in zip(records, chunk, strict=True):
             record.seconds = round(seconds, 4)
             if plan.log_prompts:
                 record.meta = {**record.meta, "prompt": sample.prompt_text}
         writer.write(records)
+        pending += unfinished
         bar.update(len(chunk))
     bar.close()
+    if pending:
+        print(f"warning: {checkpoint.name} / {task.name}: {len(pending)} samples not recorded because their scorer "
+              f"could not finish ({pending[0].explanation}); run the same command again to finish them",
+              file=sys.stderr)
 
 
 def record_base(plan: RunPlan, checkpoint: Checkpoint, backend: Backend, task: Task) -> dict[str, Any]:
@@ -206,7 +213,8 @@ def record_base(plan: RunPlan, checkpoint: Checkpoint, backend: Backend, task: T
             "task": task.name}
 
 
-def evaluate_chunk(base: dict, backend: Backend, task: Task, chunk: list[Sample]) -> list[Record]:
+def evaluate_chunk(base: dict, backend: Backend, task: Task, chunk: list[Sample]) -> tuple[list[Record], list[Score]]:
+    """Records of the chunk's samples, and the scores that could not finish (not recorded: a rerun retries)."""
     generating = [s for s in chunk if s.max_new_tokens > 0]
     outputs = backend.generate([GenRequest(s.prompt_ids, s.max_new_tokens, s.stop) for s in generating])
     texts = {s.sample_id: o.text for s, o in zip(generating, outputs, strict=True)}
@@ -214,25 +222,35 @@ def evaluate_chunk(base: dict, backend: Backend, task: Task, chunk: list[Sample]
     ll_outputs = iter(backend.loglikelihood(ll_requests) if ll_requests else [])
     attending = [s.attention for s in chunk if s.attention is not None]
     summaries = iter(backend.attention(attending) if attending else [])
-    records = []
+    choices = {s.sample_id: [next(ll_outputs) for _ in s.choices] for s in chunk}
+    plain = [s for s in chunk if s.attention is None]
+    scored = dict(zip([s.sample_id for s in plain],
+                      task.score_batch(plain, [texts.get(s.sample_id) for s in plain],
+                                       [choices[s.sample_id] for s in plain]), strict=True))
+    records, unfinished = [], []
     for sample in chunk:
-        choices = [next(ll_outputs) for _ in sample.choices]
         output = texts.get(sample.sample_id)
         if sample.attention is not None:
-            scores = task.score_attention(sample, next(summaries))
+            score = Score(task.score_attention(sample, next(summaries)))
         else:
-            scores = task.score(sample, output, choices)
-        records.append(record_of(base, sample, output, scores, 0.0))
-    return records
+            score = scored[sample.sample_id]
+        if score.final:
+            records.append(record_of(base, sample, output, score, 0.0))
+        else:
+            unfinished.append(score)
+    return records, unfinished
 
 
-def record_of(base: dict, sample: Sample, output: str | None, scores: dict[str, float], seconds: float
-              ) -> Record:
+def record_of(base: dict, sample: Sample, output: str | None, score: Score, seconds: float) -> Record:
+    """The record of a sample; a scorer's explanation and metadata join the sample's meta."""
+    meta = {**sample.meta, **score.metadata}
+    if score.explanation is not None:
+        meta["explanation"] = score.explanation
     return Record(
         **base, cell=sample.cell, sample_id=sample.sample_id, item_id=sample.item_id,
         status="skipped" if sample.prompt_ids is None else "ok", request_sha256=sample.request_sha256,
         prompt_sha256=sample.prompt_sha256,
         prompt_tokens=len(sample.prompt_ids) if sample.prompt_ids is not None else None,
-        target_offset=sample.target_offset, target=sample.target, output=output, scores=scores,
-        skip_reason=sample.skip_reason, meta=sample.meta, seconds=seconds,
+        target_offset=sample.target_offset, target=sample.target, output=output, scores=score.values,
+        skip_reason=sample.skip_reason, meta=meta, seconds=seconds,
     )

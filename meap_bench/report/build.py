@@ -23,6 +23,7 @@ from meap_bench.report.attention import attention_report
 from meap_bench.report.commonsense import HEADLINE, TASK_COLUMN, commonsense_table, headline_rows
 from meap_bench.report.curves import BASELINES, DOCUMENTS, POSITION_TASKS, SIZE_LABELS, position_report
 from meap_bench.report.figures import heatmaps, significant_cells
+from meap_bench.report.hallucination import hallucination_report
 from meap_bench.report.html import write_index
 from meap_bench.report.style import DEFAULT_OPTIONS, FigureOptions
 from meap_bench.report.tables import write_table
@@ -142,6 +143,8 @@ def build_report(run_dir: Path, options: FigureOptions = DEFAULT_OPTIONS, headli
                                           lm_eval_table=table.to_markdown(index=False, disable_numparse=True))
         if task == "attention":  # layer x head maps, target share heatmaps, the paper's quantities per pair
             summary["tasks"][task].update(attention_report(rows, pairs, run_dir, write_table))
+        if task == "hallucination":  # share judged faithful per dataset with intervals, the judge named
+            summary["tasks"][task].update(hallucination_report(rows, run["tasks"][task], run_dir, write_table))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     skipped_rows = frame[frame["status"] != "ok"]
     skipped_cells = (skipped_rows.groupby(["task", "checkpoint", "skip_reason"], dropna=False)

@@ -10,12 +10,13 @@ from meap_bench.errors import UserError
 from meap_bench.tasks.attention import AttentionTask
 from meap_bench.tasks.base import ModelContext, Sample, Task, TaskConfig
 from meap_bench.tasks.commonsense import CommonsenseTask
+from meap_bench.tasks.hallucination import HallucinationTask
 from meap_bench.tasks.kv import KvTask
 from meap_bench.tasks.mdqa import MdqaTask
 from meap_bench.tasks.needle import NeedleTask
 
 TASKS: dict[str, type[Task]] = {
-    task.name: task for task in (NeedleTask, MdqaTask, KvTask, CommonsenseTask, AttentionTask)
+    task.name: task for task in (NeedleTask, MdqaTask, KvTask, CommonsenseTask, AttentionTask, HallucinationTask)
 }
 
 

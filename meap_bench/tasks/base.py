@@ -15,6 +15,7 @@ from transformers import BatchEncoding, PreTrainedTokenizerBase
 from meap_bench.backends.base import AttnOutput, AttnRequest, Backend, LLOutput
 from meap_bench.config import Strict
 from meap_bench.records import Record, sha256_json
+from meap_bench.scoring.scorers import Score
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Sample:
     target_offset: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     attention: AttnRequest | None = None  # attention summaries asked for instead of text or loglikelihoods
+    scorer: dict[str, Any] | None = None  # identity of a model-calling scorer (a judge): part of the resume key
 
     def __post_init__(self) -> None:
         self.item_id = self.item_id or self.sample_id
@@ -54,6 +56,8 @@ class Sample:
         request = [self.prompt_ids, self.max_new_tokens, list(self.stop), self.choices]
         if self.attention is not None:
             request.append([self.attention.input_ids, list(self.attention.queries), self.attention.spans])
+        if self.scorer is not None:
+            request.append({"scorer": self.scorer})
         return sha256_json(request)
 
     @property
@@ -84,6 +88,11 @@ class Task:
 
     def score(self, sample: Sample, output: str | None, choices: list[LLOutput]) -> dict[str, float]:
         raise NotImplementedError
+
+    def score_batch(self, samples: list[Sample], outputs: list[str | None], choices: list[list[LLOutput]]
+                    ) -> list[Score]:
+        """Scores of a chunk of samples; a task whose scorer calls a model (a judge) batches it here."""
+        return [Score(self.score(s, o, c)) for s, o, c in zip(samples, outputs, choices, strict=True)]
 
     def score_attention(self, sample: Sample, summary: AttnOutput) -> dict[str, float]:
         """Scores of a sample that asked for attention summaries (it may add compact arrays to its meta)."""

@@ -15,6 +15,7 @@ from pydantic import PositiveInt
 from meap_bench.backends.base import LLOutput
 from meap_bench.data import lost_in_middle as lim
 from meap_bench.errors import UserError
+from meap_bench.scoring.scorers import teacher_forced
 from meap_bench.tasks.base import ModelContext, Sample, Task, encode_prompt
 from meap_bench.tasks.positions import (
     AUTO_NEW_TOKENS_SLACK,
@@ -116,7 +117,4 @@ class KvTask(Task):
     def score(self, sample: Sample, output: str | None, choices: list[LLOutput]) -> dict[str, float]:
         value = sample.target.strip('"')
         scores = {"contains": float(value.lower() in (output or "").lower())}
-        if choices:
-            scores["answer_logprob"] = choices[0].logprob
-            scores["answer_greedy"] = float(choices[0].is_greedy)
-        return scores
+        return {**scores, **teacher_forced(choices[0] if choices else None)}

@@ -19,6 +19,7 @@ from meap_bench.data import lost_in_middle as lim
 from meap_bench.data.synthetic import MULTIDOC_INSTRUCTION
 from meap_bench.errors import UserError
 from meap_bench.scoring import best_subspan_em, best_subspan_em_lenient
+from meap_bench.scoring.scorers import teacher_forced
 from meap_bench.tasks.base import ModelContext, Sample, Task
 from meap_bench.tasks.positions import (
     IntList,
@@ -119,7 +120,4 @@ class MdqaTask(Task):
         answers = sample.meta.get("answers") or [sample.target]
         scores = {"best_subspan_em": best_subspan_em(output or "", answers),
                   "best_subspan_em_lenient": best_subspan_em_lenient(output or "", answers)}
-        if choices:
-            scores["answer_logprob"] = choices[0].logprob
-            scores["answer_greedy"] = float(choices[0].is_greedy)
-        return scores
+        return {**scores, **teacher_forced(choices[0] if choices else None)}

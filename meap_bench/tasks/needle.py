@@ -22,6 +22,7 @@ from meap_bench.config import OneOrMore, Strict
 from meap_bench.data.haystacks import haystack_sentences
 from meap_bench.data.synthetic import MAGIC_INSTRUCTION, magic_keys, magic_value
 from meap_bench.scoring import contains, rouge1_recall
+from meap_bench.scoring.scorers import teacher_forced
 from meap_bench.tasks.base import (
     ModelContext,
     Sample,
@@ -168,13 +169,10 @@ class NeedleTask(Task):
     def score(self, sample: Sample, output: str | None, choices: list[LLOutput]) -> dict[str, float]:
         scores = {"contains": contains(output or "", sample.target),
                   "rouge1": rouge1_recall(output or "", sample.target)}
-        if choices:
-            gold, *others = choices
-            scores["answer_logprob"] = gold.logprob
-            scores["answer_greedy"] = float(gold.is_greedy)
-            if others:
-                means = [c.logprob / len(ids) for c, ids in zip(choices, sample.choices, strict=True)]
-                scores["rank"] = float(all(means[0] > m for m in means[1:]))
+        scores.update(teacher_forced(choices[0] if choices else None))
+        if len(choices) > 1:
+            means = [c.logprob / len(ids) for c, ids in zip(choices, sample.choices, strict=True)]
+            scores["rank"] = float(all(means[0] > m for m in means[1:]))
         return scores
 
 
