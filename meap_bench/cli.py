@@ -252,7 +252,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from meap_bench.backends.hf import load_checkpoint_tokenizer
+    from meap_bench.backends.common import load_checkpoint_tokenizer
     from meap_bench.tasks import TASKS, parse_task_names
 
     names = parse_task_names(args.tasks) if args.tasks else sorted(TASKS)

@@ -71,7 +71,8 @@ def write_index(run_dir: Path, summary: dict, skipped: pd.DataFrame) -> Path:
         parts.append(section("Skipped cells", "<p>None: every cell fit every checkpoint.</p>", "skipped"))
     else:
         parts.append(section("Skipped cells", table_html(skipped), "skipped"))
-    config = {k: run.get(k) for k in ("tasks", "seed", "limit", "backend", "device", "git_commit", "versions")}
+    keys = ("tasks", "seed", "limit", "backend", "capabilities", "device", "git_commit", "versions")
+    config = {k: run.get(k) for k in keys}
     parts.append(section("Config and versions", f"<pre>{html.escape(json.dumps(config, indent=2))}</pre>", "config"))
     page = (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>meap-bench: '
             f"{html.escape(run_dir.name)}</title><style>{STYLE}</style></head><body>\n" + "\n".join(parts)
