@@ -196,10 +196,11 @@ def run_task(plan: RunPlan, checkpoint: Checkpoint, backend: Backend, task: Task
         began = time.perf_counter()
         records, unfinished = evaluate_chunk(base, backend, task, chunk)
         seconds = (time.perf_counter() - began) / len(chunk)
-        for record, sample in zip(records, chunk, strict=True):
+        prompts = {s.sample_id: s.prompt_text for s in chunk} if plan.log_prompts else {}
+        for record in records:
             record.seconds = round(seconds, 4)
             if plan.log_prompts:
-                record.meta = {**record.meta, "prompt": sample.prompt_text}
+                record.meta = {**record.meta, "prompt": prompts[record.sample_id]}
         writer.write(records)
         pending += unfinished
         bar.update(len(chunk))

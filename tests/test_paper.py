@@ -146,3 +146,15 @@ def test_report_options_change_figures_and_headline_without_inference(runs, tmp_
     assert "other settings need `run`" in capsys.readouterr().err
     assert main(["report", str(copy), "--set", "report.width=huge"]) == 2
     assert "report.width" in capsys.readouterr().err
+
+
+def test_log_prompts_keeps_the_exact_prompt_text(checkpoints_yaml, tmp_path, capsys):
+    import hashlib
+
+    from meap_bench.records import read_records
+
+    run_dir = run(checkpoints_yaml, tmp_path, "logged", "--only", "tiny-ntp", "--limit", "1", "--log-prompts")
+    records = [r for r in read_records(run_dir / "records.jsonl") if r.status == "ok"]
+    assert records and all(hashlib.sha256(r.meta["prompt"].encode()).hexdigest() == r.prompt_sha256
+                           for r in records)
+    capsys.readouterr()
