@@ -1,5 +1,10 @@
 import sys
 
-from meap_bench.cli import main
+try:
+    from meap_bench.cli import main
 
-sys.exit(main())
+    code = main()
+except KeyboardInterrupt:  # Ctrl-C before the CLI's own handler is in place (or after it is gone)
+    print("interrupted", file=sys.stderr)
+    code = 130
+sys.exit(code)

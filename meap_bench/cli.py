@@ -3,13 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import signal
 import sys
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
-from meap_bench.errors import UserError
+from meap_bench.errors import EnvironmentFault, UserError
 
 DEFAULT_CHECKPOINTS = Path("checkpoints.yaml")
+RUN_DEFAULTS = {"checkpoints": DEFAULT_CHECKPOINTS, "backend": "hf", "out": Path("reports"), "seed": 0}
+RESUME_IGNORES = {"tasks": "--tasks", "checkpoints": "--checkpoints", "only": "--only", "backend": "--backend",
+                  "out": "--out", "run_name": "--run-name", "overrides": "--set", "limit": "--limit",
+                  "seed": "--seed"}
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+NO_WRITE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+@dataclass
+class Progress:
+    """Where a command stands, for the one line printed when it is interrupted or the disk fills up."""
+
+    run_dir: Path | None = None
+    phase: str = "setup"  # setup | run | report
+    interrupted: bool = False
+
+
+PROGRESS = Progress()
 
 
 class Parser(argparse.ArgumentParser):
@@ -50,18 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run tasks on every selected checkpoint, then write the report")
     run.add_argument("--tasks", help="comma-separated task names, e.g. needle,mdqa")
-    run.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS, help="checkpoints YAML")
+    run.add_argument("--checkpoints", type=Path, help="checkpoints YAML (default: checkpoints.yaml)")
     run.add_argument("--only", help="comma-separated checkpoint names to run (default: all)")
-    run.add_argument("--backend", default="hf", help="inference backend (default: hf)")
+    run.add_argument("--backend", help="inference backend (default: hf)")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                      help="where the backend runs (default auto: cuda when visible, else cpu)")
-    run.add_argument("--out", type=Path, default=Path("reports"), help="parent of run directories")
+    run.add_argument("--out", type=Path, help="parent of run directories (default: reports)")
     run.add_argument("--run-name", help="run directory name (default: tasks + config hash)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="TASK.KEY=VALUE",
                      help="override a task setting, e.g. needle.context_lengths=256,512 (repeatable)")
     run.add_argument("--limit", type=positive_int, help="at most N samples per cell, for a quick look")
-    run.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
-    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run as it was started")
+    run.add_argument("--seed", type=int, help="seed of every random choice (default 0)")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                     help="continue a run as it was started (only --device and --fresh may be given with it)")
     run.add_argument("--log-prompts", action="store_true",
                      help="keep each prompt's text in its record (meta.prompt), as lm-eval's --log_samples")
     run.add_argument("--fresh", metavar="NAME[,NAME]", default="",
@@ -189,12 +212,16 @@ def report_settings(overrides: list[str]):
 
 
 def print_report(run_dir: Path, overrides: list[str] | None = None) -> None:
-    """The report's tables on stdout (results only), each warning on stderr in one line."""
+    """Rebuild the report under the run directory's lock; its tables on stdout (results only), each warning
+    on stderr in one line."""
     from meap_bench.report.build import build_report, summary_table
     from meap_bench.report.validity import results_only
+    from meap_bench.rundir import RunLock
 
     options, headline = report_settings(overrides or [])
-    summary = build_report(run_dir, options, headline)
+    with RunLock(run_dir):
+        PROGRESS.run_dir, PROGRESS.phase = run_dir, "report"
+        summary = build_report(run_dir, options, headline)
     for warning in summary["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     print(summary_table(results_only(summary)))
@@ -203,23 +230,39 @@ def print_report(run_dir: Path, overrides: list[str] | None = None) -> None:
             print(f"{task}: no result: every sample of every checkpoint was skipped (see summary.json)")
 
 
+def refuse_ignored_with_resume(args: argparse.Namespace) -> None:
+    """`--resume` takes everything from run.json: an option it would ignore is refused, not dropped."""
+    given = [flag for key, flag in RESUME_IGNORES.items() if getattr(args, key) not in (None, [])]
+    if given:
+        raise UserError(f"run --resume {args.resume}: {', '.join(given)} cannot be changed on resume (the run "
+                        f"continues with its run.json); leave {'them' if len(given) > 1 else 'it'} out, or start "
+                        f"a new run without --resume")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from meap_bench.rundir import RunLock, prepare_run_dir
     from meap_bench.runner import RunPlan, execute, plan_from_run_json
     from meap_bench.tasks import parse_task_names
 
     fresh = frozenset(n.strip() for n in args.fresh.split(",") if n.strip())
     if args.resume:
+        refuse_ignored_with_resume(args)
         plan = plan_from_run_json(args.resume, args.device if args.device != "auto" else None, fresh)
     else:
+        for key, value in RUN_DEFAULTS.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
         if not args.tasks:
             raise UserError("run: give --tasks (e.g. --tasks needle) or --resume RUN_DIR")
         names = parse_task_names(args.tasks)
         configs = task_configs(names, args.overrides)
         checkpoints = select_checkpoints(args.checkpoints, args.only)
         plan = RunPlan(Path(), checkpoints, configs, args.seed, args.limit, args.backend, args.device, fresh)
-        plan.run_dir = args.out / (args.run_name or plan.default_name())
+        plan.run_dir = prepare_run_dir(args.out, plan.default_name() if args.run_name is None else args.run_name)
     plan.log_prompts = args.log_prompts
-    execute(plan)
+    with RunLock(plan.run_dir):
+        PROGRESS.run_dir, PROGRESS.phase = plan.run_dir, "run"
+        execute(plan)
     print_report(plan.run_dir)
     print(f"\nrun directory: {plan.run_dir}")
     return 0
@@ -229,11 +272,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     run_dir = args.run_dirs[0]
     if len(args.run_dirs) > 1:
         from meap_bench.report.merge import merge_runs, merged_name
+        from meap_bench.rundir import prepare_run_dir
 
-        run_dir = merge_runs(args.run_dirs, args.out or args.run_dirs[0].parent / merged_name(args.run_dirs))
+        out = args.out or prepare_run_dir(args.run_dirs[0].parent, merged_name(args.run_dirs))
+        run_dir = merge_runs(args.run_dirs, out)
         print(f"merged {len(args.run_dirs)} runs into {run_dir}")
     elif args.out:
         raise UserError("report --out: give it with two or more run directories to merge")
+    from meap_bench.rundir import read_run_json
+
+    read_run_json(run_dir)  # a run directory, before anything is written into it
     print_report(run_dir, args.overrides)
     return 0
 
@@ -265,18 +313,92 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
+def kept() -> str:
+    """What an interrupted or failed run left on disk, for its one-line message."""
+    from meap_bench.rundir import RECORDS, count_records
 
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    if PROGRESS.run_dir is None or PROGRESS.phase == "setup":
+        return "nothing was written"
+    count = count_records(PROGRESS.run_dir)
+    return f"{count} finished records are kept in {PROGRESS.run_dir / RECORDS}"
+
+
+def interrupted() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this line short
+    if PROGRESS.phase == "report":
+        print(f"interrupted during the report: {kept()}; `python -m meap_bench report {PROGRESS.run_dir}` "
+              f"rebuilds the tables and figures", file=sys.stderr)
+    elif PROGRESS.phase == "run":
+        print(f"interrupted: {kept()}; run the same command again (or run --resume {PROGRESS.run_dir}) to go on",
+              file=sys.stderr)
+    else:
+        print("interrupted: nothing was written", file=sys.stderr)
+    return 130
+
+
+def environment_fault(err: OSError) -> int:
+    """An OS error (full disk, read-only folder, permissions) as one line and exit code 1."""
+    where = f"{err.filename}: " if err.filename else ""
+    reason = (err.strerror or str(err)).strip().splitlines()[0] if (err.strerror or str(err)).strip() else "error"
+    if err.errno in FULL_DISK:
+        print(f"error: {where}{reason}: the disk is full; {kept()}; free space, then run the same command again",
+              file=sys.stderr)
+    elif err.errno in NO_WRITE:
+        print(f"error: {where}{reason}: cannot write there; make it writable or choose another --out",
+              file=sys.stderr)
+    else:
+        print(f"error: {where}{reason}; {kept()}", file=sys.stderr)
+    return 1
+
+
+def on_sigint(signum: int, frame: object) -> None:
+    """Ctrl-C: remembered, so that a KeyboardInterrupt swallowed by a library (a `__del__`, a callback)
+    still ends the command with 130, then raised as usual."""
+    PROGRESS.interrupted = True
+    raise KeyboardInterrupt
+
+
+def quiet_unraisable(hook):
+    """An interrupt that lands in a finaliser is reported by our own line, not by an ignored traceback."""
+    def handle(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            hook(unraisable)
+    return handle
+
+
+def main(argv: list[str] | None = None) -> int:
+    global PROGRESS
+    PROGRESS = Progress()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
+    previous_hook, sys.unraisablehook = sys.unraisablehook, quiet_unraisable(sys.unraisablehook)
     try:
+        code = run_command(argv)
+    except Exception:
+        if PROGRESS.interrupted:  # a library turned our KeyboardInterrupt into another error
+            return interrupted()
+        raise
+    else:
+        return interrupted() if PROGRESS.interrupted and code != 130 else code
+    finally:
+        sys.unraisablehook = previous_hook
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
+
+
+def run_command(argv: list[str] | None) -> int:
+    try:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except UserError as err:
+    except (UserError, EnvironmentFault) as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("interrupted: finished samples are saved; run the same command again to resume", file=sys.stderr)
-        return 130
+        return interrupted()
+    except OSError as err:
+        return environment_fault(err)

@@ -8,9 +8,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, ValidationError, model_serializer
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
 
 from meap_bench.errors import UserError
+from meap_bench.rundir import name_problem
 
 TRAIN_METADATA = "meap_bench_train.json"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -48,11 +58,20 @@ class Checkpoint(Strict):
     objective: Literal["ntp", "meap"] | None = None
     pair: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    max_length: int | None = None
+    max_length: PositiveInt | None = None
     tokenizer: str | None = None
     chat_template: bool = False
-    batch_size: int = 8
+    batch_size: PositiveInt = 8
     vllm: VLLMSettings | None = None
+
+    @field_validator("name", "pair")
+    @classmethod
+    def plain_name(cls, value: str | None) -> str | None:
+        """Names go into file names (figures, lm_eval/): they must not be able to leave the run directory."""
+        problem = name_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @model_serializer(mode="wrap")
     def _without_unset_vllm(self, handler: Any) -> dict[str, Any]:
@@ -67,7 +86,12 @@ def read_yaml(path: Path) -> Any:
     if not path.is_file():
         raise UserError(f"{path}: file not found; check the path")
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start}); it is not a YAML file: check the path") from None
+    except yaml.reader.ReaderError as err:
+        raise UserError(f"{path}: not a text file (control character at byte {err.position}); check the path"
+                        ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -83,7 +107,7 @@ def error_location(error: Any) -> str:
 
 def describe_validation_error(err: ValidationError, prefix: str) -> str:
     """The first problem of a pydantic error as one line: where, what value, what was expected."""
-    first = err.errors()[0]
+    first = max(err.errors(), key=lambda e: len(e["loc"]))  # in a union, the member the input was meant for
     loc = error_location(first)
     if first["type"] == "extra_forbidden":
         return f"{prefix}: unknown key '{loc}'"
@@ -128,15 +152,41 @@ def resolve_local(value: str, base: Path) -> str:
     return str(candidate) if candidate.exists() else value
 
 
+def looks_local(value: str, base: Path) -> bool:
+    """A path the user meant as a folder, not a hub id: absolute, `./`, `~`, more than one `/`, or a first
+    component that exists next to checkpoints.yaml (`checkpoints/tiny-ntpp` when `checkpoints/` exists)."""
+    if not HUB_ID.match(value) or value.startswith(("/", ".", "~")) or value.count("/") > 1:
+        return True
+    first = value.split("/", 1)[0]
+    return (base / first).exists() or Path(first).exists()
+
+
+def check_model_folder(path: Path, where: str) -> None:
+    """config.json must be a JSON object naming its model type; a broken one is named as such (not left to
+    fail later as a tokenizer or weights problem)."""
+    config = path / "config.json"
+    if not config.is_file():
+        raise UserError(f"{where}: '{path}' has no config.json; point path at a Hugging Face model folder")
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        detail = f"line {err.lineno}: {err.msg}" if isinstance(err, json.JSONDecodeError) else "not UTF-8 text"
+        raise UserError(f"{where}: {config} is not valid JSON ({detail}); restore the file") from None
+    if not isinstance(data, dict) or not isinstance(data.get("model_type"), str):
+        raise UserError(f"{where}: {config} has no 'model_type'; it is not a transformers config: restore it")
+
+
 def resolve_checkpoint(ckpt: Checkpoint, source: Path) -> Checkpoint:
     base = source.parent
     path = resolve_local(ckpt.path, base)
     tokenizer = resolve_local(ckpt.tokenizer, base) if ckpt.tokenizer else None
     where = f"{source}: checkpoint '{ckpt.name}'"
-    if not Path(path).exists() and not HUB_ID.match(ckpt.path):
-        raise UserError(f"{where}: path '{ckpt.path}' does not exist; fix the path or give a hub id (org/name)")
-    if Path(path).exists() and not (Path(path) / "config.json").is_file():
-        raise UserError(f"{where}: '{path}' has no config.json; point path at a Hugging Face model folder")
+    for key, value, resolved in (("path", ckpt.path, path), ("tokenizer", ckpt.tokenizer, tokenizer)):
+        if value and not Path(resolved).exists() and looks_local(value, base):
+            raise UserError(f"{where}: {key} '{value}' does not exist (taken from {base.resolve()}); fix the path, "
+                            f"or give a hub id as org/name")
+    if Path(path).exists():
+        check_model_folder(Path(path), where)
     objective = ckpt.objective or train_objective(Path(path))
     if objective is None:
         raise UserError(f"{where}: no objective; add 'objective: ntp' or 'objective: meap'")
@@ -148,7 +198,12 @@ def train_objective(path: Path) -> Literal["ntp", "meap"] | None:
     meta = path / TRAIN_METADATA
     if not meta.is_file():
         return None
-    objective = json.loads(meta.read_text()).get("objective")
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise UserError(f"{meta}: not valid JSON; restore it, or add 'objective: ntp|meap' to the checkpoint's "
+                        f"entry and delete the file") from None
+    objective = data.get("objective") if isinstance(data, dict) else None
     return objective if objective in ("ntp", "meap") else None
 
 

@@ -16,6 +16,8 @@ import jsonlines
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from meap_bench.errors import UserError
+from meap_bench.faults import fault_point
+from meap_bench.rundir import fsync_dir
 
 DUMPS = partial(json.dumps, ensure_ascii=False)
 SCHEMA_VERSION = 2  # bump when a field changes meaning; records of another version are refused on read
@@ -112,7 +114,21 @@ def read_records(path: Path) -> list[Record]:
                         f"it or start a new run directory") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text; it is not a meap-bench records file") from None
+    check_unique(records, path)
     return records
+
+
+def check_unique(records: list[Record], path: Path) -> None:
+    """One record per sample of one checkpoint's weights: a second one (two processes writing one run
+    directory, or a config edited mid-run) would be counted twice by every report."""
+    seen: dict[tuple[str, ...], int] = {}
+    for number, record in enumerate(records, start=1):
+        unit = record.key[:5]  # the key without the request hash
+        if unit in seen:
+            raise UserError(f"{path}: records {seen[unit]} and {number} are both sample '{record.sample_id}' of "
+                            f"{record.checkpoint}/{record.task}: two processes wrote this run directory, or its "
+                            f"config changed mid-run; start a new run directory (or delete the later copy)")
+        seen[unit] = number
 
 
 def truncate_torn_tail(path: Path) -> None:
@@ -132,6 +148,7 @@ def truncate_torn_tail(path: Path) -> None:
                 end = start + newline + 1
                 break
             end = start
+        fault_point("repair", path)
         handle.truncate(end)
         handle.flush()
         os.fsync(handle.fileno())
@@ -143,22 +160,35 @@ class RecordWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.failed = False
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_file():
+        existed = path.is_file()
+        if existed:
             truncate_torn_tail(path)
         self.handle = open(path, "a", encoding="utf-8")
+        if not existed:  # the new file's directory entry must survive a power loss too
+            fsync_dir(path.parent)
         self.writer = jsonlines.Writer(self.handle, compact=True, dumps=DUMPS)
 
     def write(self, records: list[Record]) -> None:
         if not records:
             return
-        self.writer.write_all(asdict(r) for r in records)
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
+        try:
+            self.writer.write_all(asdict(r) for r in records)
+            fault_point("write", self.path)
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+        except OSError as err:  # a full disk: what reached the file stays (a torn last line is cut on resume)
+            self.failed = True
+            raise OSError(err.errno, err.strerror, str(self.path)) from None
 
     def close(self) -> None:
-        self.writer.close()
-        self.handle.close()
+        try:
+            self.writer.close()
+            self.handle.close()
+        except OSError:
+            if not self.failed:  # after a failed write, the same failure again adds nothing
+                raise
 
 
 def replace_records(path: Path, records: list[Record]) -> None:
@@ -172,8 +202,4 @@ def replace_records(path: Path, records: list[Record]) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    fsync_dir(path.parent)

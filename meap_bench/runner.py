@@ -14,10 +14,12 @@ from typing import Any
 from tqdm import tqdm
 
 from meap_bench.backends import REGISTRY, Backend, GenRequest, LLRequest, backend_spec, load_backend
-from meap_bench.config import Checkpoint
+from meap_bench.config import Checkpoint, validate
 from meap_bench.errors import UserError
+from meap_bench.faults import fault_point
 from meap_bench.provenance import source_commit
 from meap_bench.records import Record, RecordWriter, read_records, replace_records, resume_key, sha256_json
+from meap_bench.rundir import atomic_write_text, read_run_json, run_checkpoints
 from meap_bench.scoring.scorers import Score
 from meap_bench.tasks import TASKS, ModelContext, Sample, Task, TaskConfig
 from meap_bench.tasks.base import DirectTask
@@ -64,12 +66,15 @@ def versions() -> dict[str, str]:
 
 def plan_from_run_json(run_dir: Path, device: str | None, fresh: frozenset[str] = frozenset()) -> RunPlan:
     """`run --resume RUN_DIR`: the plan recorded when the run started."""
-    path = run_dir / "run.json"
-    if not path.is_file():
+    if not (run_dir / "run.json").is_file():
         raise UserError(f"--resume {run_dir}: no run.json there; give a run directory made by `run`")
-    data = json.loads(path.read_text())
-    tasks = {name: TASKS[name].config_model.model_validate(cfg) for name, cfg in data["tasks"].items()}
-    checkpoints = [Checkpoint.model_validate(c) for c in data["checkpoints"]]
+    data = read_run_json(run_dir)
+    source = str(run_dir / "run.json")
+    for name in data["tasks"]:
+        if name not in TASKS:
+            raise UserError(f"{source}: unknown task '{name}'; the file was edited or damaged: restore it")
+    tasks = {name: validate(TASKS[name].config_model, cfg, source, name) for name, cfg in data["tasks"].items()}
+    checkpoints = run_checkpoints(data, run_dir)
     return RunPlan(run_dir, checkpoints, tasks, data["seed"], data["limit"], data["backend"],
                    device or data["device"], fresh)
 
@@ -80,7 +85,7 @@ def previous_fingerprints(plan: RunPlan) -> dict[str, str]:
     path = plan.run_dir / "run.json"
     if not path.is_file():
         return {}
-    old = json.loads(path.read_text())
+    old = read_run_json(plan.run_dir)
     if old.get("backend", plan.backend) != plan.backend:
         raise UserError(f"{plan.run_dir} holds records of backend '{old['backend']}', not '{plan.backend}'; "
                         f"pass another --run-name to run this backend")
@@ -135,9 +140,7 @@ def write_run_json(plan: RunPlan, fingerprints: dict[str, str]) -> None:
             "fingerprints": fingerprints, "versions": versions(), **source_commit(),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     plan.run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def execute(plan: RunPlan) -> None:
@@ -155,6 +158,7 @@ def execute(plan: RunPlan) -> None:
     writer = RecordWriter(records_path)
     try:
         for checkpoint in plan.checkpoints:
+            fault_point("checkpoint")
             backend = backends.pop(checkpoint.name)  # dropped after its tasks, so one model is in memory at a time
             for name, config in plan.tasks.items():
                 task = TASKS[name](config, seed=plan.seed, limit=plan.limit)
@@ -182,10 +186,22 @@ def run_task(plan: RunPlan, checkpoint: Checkpoint, backend: Backend, task: Task
     model = ModelContext(backend.tokenizer, backend.max_length, checkpoint.chat_template)
     samples = list(task.samples(model))
     base = record_base(plan, checkpoint, backend, task)
+    check_consistent(plan, checkpoint, backend, task, samples, done)
     todo = [s for s in samples if resume_key(checkpoint.name, backend.fingerprint, plan.backend, task.name,
                                              s.sample_id, s.request_sha256) not in done]
-    bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc=f"{checkpoint.name} / {task.name}",
-               unit="sample", dynamic_ncols=True)
+    with tqdm(total=len(samples), initial=len(samples) - len(todo), desc=f"{checkpoint.name} / {task.name}",
+              unit="sample", dynamic_ncols=True) as bar:  # closed (drawn) before any interrupt message
+        pending = evaluate_todo(plan, backend, task, base, todo, writer, bar)
+    if pending:
+        print(f"warning: {checkpoint.name} / {task.name}: {len(pending)} samples not recorded because their scorer "
+              f"could not finish ({pending[0].explanation}); run the same command again to finish them",
+              file=sys.stderr)
+
+
+def evaluate_todo(plan: RunPlan, backend: Backend, task: Task, base: dict[str, Any], todo: list[Sample],
+                  writer: RecordWriter, bar: tqdm) -> list[Score]:
+    """Record the skipped samples, then run the others chunk by chunk (each chunk written and fsynced before
+    the next); the scores whose scorer could not finish (left for the next run)."""
     skipped = [s for s in todo if s.prompt_ids is None]
     writer.write([record_of(base, s, None, Score({}), 0.0) for s in skipped])
     bar.update(len(skipped))
@@ -202,13 +218,29 @@ def run_task(plan: RunPlan, checkpoint: Checkpoint, backend: Backend, task: Task
             if plan.log_prompts:
                 record.meta = {**record.meta, "prompt": prompts[record.sample_id]}
         writer.write(records)
+        fault_point("chunk")
         pending += unfinished
         bar.update(len(chunk))
-    bar.close()
-    if pending:
-        print(f"warning: {checkpoint.name} / {task.name}: {len(pending)} samples not recorded because their scorer "
-              f"could not finish ({pending[0].explanation}); run the same command again to finish them",
-              file=sys.stderr)
+    return pending
+
+
+def check_consistent(plan: RunPlan, checkpoint: Checkpoint, backend: Backend, task: Task, samples: list[Sample],
+                     done: set) -> None:
+    """Refuse to add records to a run whose records this config would not have made (run.json edited, or
+    a prompt-building change): every recorded sample of these weights must be one of `samples`, with the
+    same request. Mixing them would give samples two records, counted twice by the report."""
+    unit = (checkpoint.name, backend.fingerprint, plan.backend, task.name)
+    recorded = {key[4]: key[5] for key in done if key[:4] == unit}
+    if not recorded:
+        return
+    planned = {s.sample_id: s.request_sha256 for s in samples}
+    changed = sorted(sid for sid, sha in recorded.items() if planned.get(sid, sha) != sha)
+    unknown = sorted(sid for sid in recorded if sid not in planned)
+    if changed or unknown:
+        what = (f"{len(changed)} recorded samples (e.g. '{changed[0]}') were made from other requests" if changed
+                else f"{len(unknown)} recorded samples (e.g. '{unknown[0]}') are not in its config")
+        raise UserError(f"{plan.run_dir / 'run.json'} does not match its records for {checkpoint.name}/{task.name}: "
+                        f"{what}; restore run.json (was it edited?) or start a new run directory with --run-name")
 
 
 def record_base(plan: RunPlan, checkpoint: Checkpoint, backend: Backend, task: Task) -> dict[str, Any]:

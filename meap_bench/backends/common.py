@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import AutoConfig, PreTrainedTokenizerBase
 
 from meap_bench.config import Checkpoint
@@ -52,11 +53,28 @@ def local_snapshot(name_or_path: str) -> Path:
     return Path(snapshot_download(name_or_path, local_files_only=True))
 
 
+def check_weight_files(folder: Path, name: str) -> None:
+    """Read every safetensors header now (milliseconds), so that a truncated or corrupt file is named
+    before the run starts rather than when the weights load."""
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            raise UserError(f"checkpoint '{name}': {file} is damaged or incomplete ({err}); copy or download "
+                            f"it again") from None
+
+
 def load_checkpoint_tokenizer(checkpoint: Checkpoint) -> PreTrainedTokenizerBase:
     try:
         return load_tokenizer(checkpoint.tokenizer or checkpoint.path)
     except (OSError, ValueError, TypeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        source = checkpoint.tokenizer or checkpoint.path
+        if not Path(source).exists():  # taken for a hub id: it may as well be a mistyped folder
+            raise UserError(f"checkpoint '{checkpoint.name}': '{source}' is not a local folder, and as a hub id it "
+                            f"cannot be loaded ({first}); fix the path, or check the hub id and the network"
+                            ) from None
         raise UserError(f"checkpoint '{checkpoint.name}': cannot load its tokenizer ({first}); "
                         f"set 'tokenizer:' to a folder with tokenizer files") from None
 

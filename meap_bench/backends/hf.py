@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import pickle
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import torch
+from safetensors import SafetensorError
 from transformers import (
     AutoModelForCausalLM,
     GenerationConfig,
@@ -29,6 +31,7 @@ from meap_bench.backends.base import (
     cut_at_stop,
 )
 from meap_bench.backends.common import (
+    check_weight_files,
     fingerprint_dir,
     load_checkpoint_tokenizer,
     load_model_config,
@@ -37,6 +40,7 @@ from meap_bench.backends.common import (
 )
 from meap_bench.config import Checkpoint
 from meap_bench.errors import UserError
+from meap_bench.faults import fault_point
 from meap_bench.tokenization import excluded_token_ids
 
 R = TypeVar("R")
@@ -96,6 +100,7 @@ class HFBackend:
         config = load_model_config(checkpoint)
         self.max_length = checkpoint.max_length or int(config.max_position_embeddings)
         self.fingerprint = fingerprint_dir(local_snapshot(checkpoint.path))
+        check_weight_files(local_snapshot(checkpoint.path), checkpoint.name)
         self.excluded_ids = excluded_token_ids(self.tokenizer, int(config.vocab_size))
         tok = self.tokenizer
         self.pad_id = next(i for i in (tok.pad_token_id, tok.eos_token_id, 0) if i is not None)
@@ -104,11 +109,16 @@ class HFBackend:
     @property
     def model(self) -> PreTrainedModel:
         if self._model is None:
+            fault_point("load")
             try:
                 model = AutoModelForCausalLM.from_pretrained(self.checkpoint.path, dtype=self.dtype)
-            except OSError as err:
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except (OSError, ValueError, RuntimeError, SafetensorError, pickle.UnpicklingError) as err:
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise UserError(f"checkpoint '{self.name}': cannot load weights from "
-                                f"'{self.checkpoint.path}' ({err})") from None
+                                f"'{self.checkpoint.path}' ({first}); the files are damaged or incomplete: "
+                                f"copy or download them again") from None
             self._model = model.to(self.device).eval()
             rows = model.get_output_embeddings().weight.shape[0]
             self.excluded_ids = excluded_token_ids(self.tokenizer, rows)

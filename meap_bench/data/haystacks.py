@@ -47,5 +47,8 @@ def haystack_sentences(source: str) -> tuple[str, ...]:
         files = sorted(folder.rglob("*.txt")) if folder.is_dir() else []
         if not files:
             raise UserError(f"haystack '{source}': no .txt files under {folder}; point dir: at a folder of text")
-        return tuple(s for f in files for s in split_sentences(f.read_text(encoding="utf-8", errors="replace")))
+        sentences = tuple(s for f in files for s in split_sentences(f.read_text(encoding="utf-8", errors="replace")))
+        if not sentences:  # the prompt builder repeats the sentences until a cell is full: none would never fill it
+            raise UserError(f"haystack '{source}': the .txt files under {folder} hold no text; add some text")
+        return sentences
     raise UserError(f"haystack '{source}' is unknown; choose one of: {', '.join(SOURCES)}")

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from meap_bench.config import Checkpoint, pairs_of
+from meap_bench.config import pairs_of
 from meap_bench.errors import UserError
+from meap_bench.faults import fault_point
 from meap_bench.report.aggregate import (
     cell_columns,
     cell_means,
@@ -28,6 +29,7 @@ from meap_bench.report.html import write_index
 from meap_bench.report.style import DEFAULT_OPTIONS, FigureOptions
 from meap_bench.report.tables import write_table
 from meap_bench.report.validity import current_rows, skip_warnings, skipped_checkpoints
+from meap_bench.rundir import atomic_write_text, inside, read_run_json, run_checkpoints, safe_filename
 
 OUTPUT_SUFFIXES = {".md", ".csv", ".tex", ".png", ".pdf"}
 HEATMAP_AXES = {"needle": ("depth", "length")}  # task -> (row, column) cell keys
@@ -66,18 +68,21 @@ def clear_outputs(run_dir: Path) -> None:
 
 def build_report(run_dir: Path, options: FigureOptions = DEFAULT_OPTIONS, headline: dict[str, str] | None = None
                  ) -> dict:
-    if not (run_dir / "run.json").is_file():
-        raise UserError(f"{run_dir}: no run.json; give a run directory written by `run`")
+    run = read_run_json(run_dir)
+    for folder in ("tables", "figures"):  # a link planted there must not carry the report elsewhere
+        inside(run_dir, run_dir / folder)
     frame = load_frame(run_dir)
     if frame.empty:
         raise UserError(f"{run_dir}/records.jsonl holds no records yet; run the tasks first")
-    run = json.loads((run_dir / "run.json").read_text())
+    for column in ("task", "checkpoint", "pair"):  # they become file names: an edited record must not make a path
+        frame[column] = frame[column].map(lambda name: safe_filename(name) if isinstance(name, str) else name)
+    fault_point("report")
     frame, warnings = current_rows(frame, run)
     if frame.empty:
         raise UserError(f"{run_dir}/records.jsonl holds no records of the weights run.json names; run the tasks "
                         f"again")
     clear_outputs(run_dir)
-    all_pairs = pairs_of([Checkpoint.model_validate(c) for c in run["checkpoints"]])
+    all_pairs = pairs_of(run_checkpoints(run, run_dir))
     summary: dict = {"run": run_dir.name, "tasks": {}, "warnings": warnings}
     for task, metric in choose_metrics(run_dir, frame, headline or {}).items():
         rows = frame[frame["task"] == task]
@@ -145,7 +150,7 @@ def build_report(run_dir: Path, options: FigureOptions = DEFAULT_OPTIONS, headli
             summary["tasks"][task].update(attention_report(rows, pairs, run_dir, write_table))
         if task == "hallucination":  # share judged faithful per dataset with intervals, the judge named
             summary["tasks"][task].update(hallucination_report(rows, run["tasks"][task], run_dir, write_table))
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
     skipped_rows = frame[frame["status"] != "ok"]
     skipped_cells = (skipped_rows.groupby(["task", "checkpoint", "skip_reason"], dropna=False)
                      .agg(samples=("sample_id", "size"), cells=("sample_id", lambda s: s.str.rsplit("-", n=1)

@@ -11,6 +11,7 @@ import matplotlib
 from pydantic import ConfigDict
 
 from meap_bench.config import Strict
+from meap_bench.rundir import safe_filename
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -63,10 +64,13 @@ def paper_style() -> AbstractContextManager:
 
 
 def save(fig: plt.Figure, path: Path) -> list[Path]:
-    """PNG and PDF, without timestamps, so regenerated figures are byte-stable."""
+    """PNG and PDF, without timestamps, so regenerated figures are byte-stable. The name (task, checkpoint
+    and pair names from the records) is made a plain file name, so it cannot leave `path.parent`."""
+    path = path.with_name(safe_filename(path.name))
     path.parent.mkdir(parents=True, exist_ok=True)
     with plt.rc_context(RC):
-        fig.savefig(path.with_suffix(".png"), metadata={"Software": None})
-        fig.savefig(path.with_suffix(".pdf"), metadata={"CreationDate": None, "Creator": None, "Producer": None})
+        fig.savefig(png := path.with_name(f"{path.name}.png"), metadata={"Software": None})
+        fig.savefig(pdf := path.with_name(f"{path.name}.pdf"),
+                    metadata={"CreationDate": None, "Creator": None, "Producer": None})
     plt.close(fig)
-    return [path.with_suffix(".png"), path.with_suffix(".pdf")]
+    return [png, pdf]

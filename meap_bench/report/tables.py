@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from meap_bench.rundir import safe_filename
+
 COUNT_COLUMNS = ("n", "n_items", "n_samples", "n_discordant", "samples", "skipped", "meap_wins", "ntp_wins")
 CELL_KEYS = ("length", "depth", "position", "n_docs", "n_pairs")  # grid coordinates: printed as given (50, 12.5)
 LATEX_TEXT = {"−": "$-$", "–": "--", "±": r"$\pm$"}
@@ -106,9 +108,10 @@ def paper_view(frame: pd.DataFrame) -> pd.DataFrame:
 def write_table(frame: pd.DataFrame, path: Path, caption: str = "", best: list[str] | None = None) -> None:
     """`path`.csv (every column, 4 decimals), `path`.md and `path`.tex (the paper view, numbers formatted);
     `best` columns get their highest value in bold."""
+    path = path.with_name(safe_filename(path.name))  # names from records can never leave the tables folder
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame.reset_index(drop=True).to_csv(path.with_suffix(".csv"), index=False, float_format="%.4f")
+    frame.reset_index(drop=True).to_csv(path.with_name(f"{path.name}.csv"), index=False, float_format="%.4f")
     frame = paper_view(frame.reset_index(drop=True))
     marks = best_rows(frame, best or [])
-    path.with_suffix(".md").write_text(markdown(frame, caption, marks))
-    path.with_suffix(".tex").write_text(latex(frame, caption, marks, f"tab:{path.stem}"))
+    path.with_name(f"{path.name}.md").write_text(markdown(frame, caption, marks))
+    path.with_name(f"{path.name}.tex").write_text(latex(frame, caption, marks, f"tab:{path.name}"))

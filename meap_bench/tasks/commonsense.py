@@ -21,6 +21,7 @@ from meap_bench.backends.base import Backend
 from meap_bench.config import OneOrMore
 from meap_bench.errors import UserError
 from meap_bench.records import Record, resume_key, sha256_json
+from meap_bench.rundir import atomic_write_text
 from meap_bench.tasks.base import DirectTask, TaskConfig
 
 if TYPE_CHECKING:
@@ -104,9 +105,7 @@ def json_default(value: Any) -> Any:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=json_default) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=2, default=json_default) + "\n")
 
 
 def choice_scores(sample: dict[str, Any]) -> tuple[list[float], list[bool]] | None:
@@ -157,8 +156,11 @@ class CommonsenseTask(DirectTask):
         path = folder / RESULTS_FILE
         if not path.is_file():
             return False
-        data = json.loads(path.read_text())
-        marker = data.get("meap_bench", {})
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):  # damaged: evaluate again (records are kept)
+            return False
+        marker = data.get("meap_bench", {}) if isinstance(data, dict) else {}
         if marker.get("settings") != self.settings(base["fingerprint"]):
             return False
         keys = {resume_key(base["checkpoint"], base["fingerprint"], base["backend"], self.name, sample_id, sha)

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import PositiveInt
+from pydantic import AfterValidator, Field
 
 from meap_bench.backends.base import LLOutput
 from meap_bench.data import lost_in_middle as lim
@@ -19,9 +19,11 @@ from meap_bench.scoring.scorers import teacher_forced
 from meap_bench.tasks.base import ModelContext, Sample, Task, encode_prompt
 from meap_bench.tasks.positions import (
     AUTO_NEW_TOKENS_SLACK,
+    MAX_COUNT,
     IntList,
     PositionConfig,
     Prompt,
+    at_most,
     build_group,
     chosen_positions,
     place,
@@ -30,15 +32,16 @@ from meap_bench.tasks.positions import (
 
 KV_INSTRUCTION = "Extract the value corresponding to the specified key in the JSON object below."
 PROBE_PAIRS = 64
+MAX_PAIRS = 10_000
 
 
 class KvConfig(PositionConfig):
     source: Literal["synthetic", "official"] = "synthetic"
     file: str = "kv-retrieval-75_keys.jsonl.gz"  # official source: kv-retrieval-{75,140,300}_keys.jsonl.gz
-    n_pairs: IntList | Literal["auto"] = "auto"
-    auto_pairs: PositiveInt = 3
-    auto_positions: PositiveInt = 4
-    samples_per_cell: PositiveInt = 20
+    n_pairs: Annotated[IntList, AfterValidator(at_most(MAX_PAIRS, "pairs"))] | Literal["auto"] = "auto"
+    auto_pairs: Annotated[int, Field(ge=1, le=100)] = 3
+    auto_positions: Annotated[int, Field(ge=1, le=MAX_PAIRS)] = 4
+    samples_per_cell: Annotated[int, Field(ge=1, le=MAX_COUNT)] = 20
     instruction: str = KV_INSTRUCTION
     headline_metric: Literal["contains", "answer_greedy"] = "contains"
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import AfterValidator, Field, PositiveInt
 
 from meap_bench.backends.base import LLOutput
 from meap_bench.data import lost_in_middle as lim
@@ -22,20 +22,26 @@ from meap_bench.scoring import best_subspan_em, best_subspan_em_lenient
 from meap_bench.scoring.scorers import teacher_forced
 from meap_bench.tasks.base import ModelContext, Sample, Task
 from meap_bench.tasks.positions import (
+    MAX_COUNT,
     IntList,
     PositionConfig,
     Prompt,
+    at_most,
     build_group,
     chosen_positions,
     paper_positions,
     place,
 )
 
+MAX_DOCS = 1000  # distinct made-up entities are drawn until a prompt has this many
+
+
 
 class MdqaConfig(PositionConfig):
     source: Literal["synthetic", "nq", "nq-oracle"] = "synthetic"
-    n_docs: IntList = Field(default_factory=lambda: [5, 10, 20])
-    questions: PositiveInt = 20
+    n_docs: Annotated[IntList, AfterValidator(at_most(MAX_DOCS, "documents"))] = Field(
+        default_factory=lambda: [5, 10, 20])
+    questions: Annotated[int, Field(ge=1, le=MAX_COUNT)] = 20
     closed_book: bool = True
     oracle: bool = True
     instruction: str = MULTIDOC_INSTRUCTION

@@ -10,9 +10,10 @@ from __future__ import annotations
 import bisect
 import math
 import random
+import string
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, PositiveInt, ValidationInfo, field_validator
 from transformers import BatchEncoding
@@ -33,6 +34,13 @@ from meap_bench.tasks.base import (
     token_spans,
 )
 
+MAX_GRID = 1000  # points of one grid axis; bounds every loop over user-given sizes
+MAX_SAMPLES_PER_CELL = 100_000
+MAX_DISTRACTORS = 100  # distinct 7-digit values are drawn until there are this many
+PLACEHOLDERS = ("key", "value")
+Lengths = Annotated[OneOrMore[PositiveInt], Field(min_length=1, max_length=MAX_GRID)]
+Depths = Annotated[OneOrMore[Annotated[float, Field(ge=0, le=100)]], Field(min_length=1, max_length=MAX_GRID)]
+
 
 class Grid(Strict):
     """`min`..`max` in `intervals` steps; sigmoid spacing crowds the middle, keeping both ends (as the
@@ -40,7 +48,7 @@ class Grid(Strict):
 
     min: float
     max: float
-    intervals: PositiveInt
+    intervals: Annotated[int, Field(ge=1, le=MAX_GRID)]
     spacing: Literal["linear", "sigmoid"] = "linear"
 
     def values(self) -> list[float]:
@@ -59,6 +67,22 @@ class NeedleSpec(Strict):
     answer_prefix: str
     answer: str
     distractors: OneOrMore[str] = Field(default_factory=list)
+
+    @field_validator("fact", "question", "answer_prefix", "answer", "distractors")
+    @classmethod
+    def known_placeholders(cls, value: str | list[str]) -> str | list[str]:
+        """Only `{key}` and `{value}` (and `{{`/`}}` for a literal brace): anything else would fail when the
+        needle is drawn, after the models load."""
+        for text in [value] if isinstance(value, str) else value:
+            try:
+                fields = [f for _, f, spec, conv in string.Formatter().parse(text) if f is not None or spec or conv]
+            except ValueError as err:
+                raise ValueError(f"{err}; write {{{{ and }}}} for a literal brace") from None
+            unknown = [f for f in fields if f not in PLACEHOLDERS]
+            if unknown:
+                raise ValueError(f"unknown placeholder {{{unknown[0]}}}; use {{key}} and {{value}}, or {{{{ and }}}} "
+                                 f"for a literal brace")
+        return value
 
 
 NEEDLES = {
@@ -83,15 +107,15 @@ NEEDLES = {
 
 
 class NeedleConfig(TaskConfig):
-    context_lengths: OneOrMore[PositiveInt] | Literal["auto"] | Grid = "auto"
-    auto_lengths: PositiveInt = 4
-    depths: OneOrMore[float] | Grid = Field(default_factory=lambda: Grid(min=0, max=100, intervals=3))
-    samples_per_cell: PositiveInt = 20
+    context_lengths: Lengths | Literal["auto"] | Grid = "auto"
+    auto_lengths: Annotated[int, Field(ge=1, le=MAX_GRID)] = 4
+    depths: Depths | Grid = Field(default_factory=lambda: Grid(min=0, max=100, intervals=3))
+    samples_per_cell: Annotated[int, Field(ge=1, le=MAX_SAMPLES_PER_CELL)] = 20
     needle: Literal["magic-number", "sandwich"] | NeedleSpec = "magic-number"
     haystack: str = "kjv"
     instruction: str = MAGIC_INSTRUCTION
     max_new_tokens: PositiveInt = 16
-    distractors: int = Field(default=4, ge=0)
+    distractors: int = Field(default=4, ge=0, le=MAX_DISTRACTORS)
     headline_metric: Literal["contains", "rouge1", "rank"] = "contains"
 
     @field_validator("distractors")
@@ -101,6 +125,20 @@ class NeedleConfig(TaskConfig):
         if value == 0 and info.data.get("headline_metric") == "rank":
             raise ValueError("headline_metric rank needs distractors > 0; give distractors or another metric")
         return value
+
+    @field_validator("depths")
+    @classmethod
+    def depths_are_percents(cls, depths: list[float] | Grid) -> list[float] | Grid:
+        if isinstance(depths, Grid) and not 0 <= depths.min <= depths.max <= 100:
+            raise ValueError("min and max must lie in 0..100 (percent of the haystack), min <= max")
+        return depths
+
+    @field_validator("context_lengths")
+    @classmethod
+    def lengths_are_positive(cls, lengths: list[int] | str | Grid) -> list[int] | str | Grid:
+        if isinstance(lengths, Grid) and not 1 <= lengths.min <= lengths.max:
+            raise ValueError("min and max must be positive, min <= max")
+        return lengths
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import PositiveInt
+from pydantic import Field, PositiveInt
 
 from meap_bench.config import OneOrMore
 from meap_bench.errors import UserError
@@ -16,8 +16,18 @@ from meap_bench.tasks.base import ModelContext, Sample, TaskConfig, continuation
 
 T = TypeVar("T")
 AUTO_NEW_TOKENS_SLACK = 8  # `max_new_tokens: auto` = the longest gold answer's tokens + this
-IntList = OneOrMore[PositiveInt]
+IntList = Annotated[OneOrMore[PositiveInt], Field(min_length=1)]  # `--set x=5`: [5]
 REFERENCE_NEW_TOKENS = 100  # lost-in-the-middle's scripts/get_*_responses_from_*.py `--max-new-tokens`
+MAX_COUNT = 100_000  # questions or records per cell: a bound on every loop over a user-given size
+
+
+def at_most(limit: int, what: str):
+    """A check that every size in a list stays below `limit` (each size is a loop over items)."""
+    def check(values: Any) -> Any:
+        if isinstance(values, list) and values and max(values) > limit:
+            raise ValueError(f"{max(values)} {what} is more than the {limit} supported")
+        return values
+    return check
 
 
 class PositionConfig(TaskConfig):
