@@ -78,7 +78,7 @@ def main() -> None:
         "naive loop": HFBackend(checkpoint.model_copy(update={"batch_size": 1}), args.device, False, False),
         "batched (plain)": HFBackend(checkpoint, args.device, equal_length=False, prefix_reuse=False),
         "equal-length": HFBackend(checkpoint, args.device, equal_length=True, prefix_reuse=False),
-        "equal-length + prefix reuse": HFBackend(checkpoint, args.device, equal_length=True),
+        "equal-length + prefix reuse": HFBackend(checkpoint, args.device, equal_length=True, prefix_reuse=True),
     }
     for backend in paths.values():
         backend.generate([GenRequest([5, 6, 7], 2)])  # load weights, warm up

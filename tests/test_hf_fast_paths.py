@@ -27,7 +27,7 @@ def sweep(tokenizer) -> list[GenRequest]:
 def test_equal_length_batches_and_prefix_reuse_match_the_plain_path(tiny_pair, batch_size, monkeypatch):
     checkpoint = Checkpoint(name="t", path=str(tiny_pair["meap"]), objective="meap", batch_size=batch_size)
     plain = HFBackend(checkpoint, "cpu", equal_length=False, prefix_reuse=False)
-    fast = HFBackend(checkpoint, "cpu", equal_length=True)
+    fast = HFBackend(checkpoint, "cpu", equal_length=True, prefix_reuse=True)
     requests = sweep(plain.tokenizer)
     reused: list[bool] = []
     original = fast.prefix_cache
@@ -48,7 +48,7 @@ def test_equal_length_batches_and_prefix_reuse_match_the_plain_path(tiny_pair, b
 
 def test_batches_group_prompts_that_share_a_prefix(tiny_pair):
     checkpoint = Checkpoint(name="t", path=str(tiny_pair["meap"]), objective="meap", batch_size=8)
-    fast = HFBackend(checkpoint, "cpu", equal_length=True)
+    fast = HFBackend(checkpoint, "cpu", equal_length=True, prefix_reuse=True)
     requests = sweep(fast.tokenizer)
     batches: list[list[GenRequest]] = []
     fast.batched(requests, lambda r: len(r.prompt_ids), lambda b: batches.append(b) or [None] * len(b),

@@ -99,7 +99,7 @@ class HFBackend:
     capabilities = frozenset({ATTENTION, REAL_VOCAB, PREFIX_REUSE})
 
     def __init__(self, checkpoint: Checkpoint, device: str = "auto", equal_length: bool = False,
-                 prefix_reuse: bool = True) -> None:
+                 prefix_reuse: bool = False) -> None:
         """`equal_length`: a batch holds prompts of one length only (no padding, so no padding mask and
         the fused SDPA/flash kernels apply); `prefix_reuse`: a generation batch whose prompts share a prefix
         prefills it once. Both give the outputs of the plain path (tested); off, batches are as before."""
