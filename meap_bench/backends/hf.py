@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import pickle
 from collections.abc import Callable, Sequence
+from itertools import takewhile
 from typing import TypeVar
 
 import torch
@@ -45,6 +46,7 @@ from meap_bench.tokenization import excluded_token_ids
 
 R = TypeVar("R")
 Out = TypeVar("Out")
+MIN_PREFIX = 32  # shared prompt tokens worth a separate prefill
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -53,6 +55,16 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
             return torch.bfloat16
         return torch.float32
     return getattr(torch, name)
+
+
+def shared_prefix(sequences: list[Sequence[int]]) -> int:
+    """How many leading tokens all sequences share."""
+    shared = 0
+    for column in zip(*sequences, strict=False):
+        if any(t != column[0] for t in column):
+            break
+        shared += 1
+    return shared
 
 
 class RowEnds(StoppingCriteria):
@@ -90,7 +102,12 @@ class HFBackend:
 
     capabilities = frozenset({ATTENTION, REAL_VOCAB, PREFIX_REUSE})
 
-    def __init__(self, checkpoint: Checkpoint, device: str = "auto") -> None:
+    def __init__(self, checkpoint: Checkpoint, device: str = "auto", equal_length: bool = False,
+                 prefix_reuse: bool = False) -> None:
+        """`equal_length`: a batch holds prompts of one length only (no padding, so no padding mask and
+        the fused SDPA/flash kernels apply); `prefix_reuse`: a generation batch whose prompts share a prefix
+        prefills it once. Both give the outputs of the plain path (tested); off, batches are as before."""
+        self.equal_length, self.prefix_reuse = equal_length, prefix_reuse
         self.name = checkpoint.name
         self.checkpoint = checkpoint
         self.device = resolve_device(device)
@@ -131,14 +148,20 @@ class HFBackend:
         return logits.float().masked_fill(self.excluded, float("-inf"))
 
     def batched(self, items: Sequence[R], length: Callable[[R], int],
-                run: Callable[[list[R]], list[Out]]) -> list[Out]:
+                run: Callable[[list[R]], list[Out]], key: Callable[[R], Sequence[int]] | None = None) -> list[Out]:
         """Run `items` longest first in batches, halving the batch on CUDA out-of-memory; results come
-        back in the original order."""
-        order = sorted(range(len(items)), key=lambda i: -length(items[i]))
+        back in the original order. With `equal_length`, a batch never mixes lengths; `key` orders items
+        of one length (by their ids, so that prompts sharing a prefix meet in one batch)."""
+        order = sorted(range(len(items)), key=lambda i: (-length(items[i]), tuple(key(items[i])) if key else ()))
         results: list[Out | None] = [None] * len(items)
         start = 0
         while start < len(order):
             chunk = order[start:start + self.batch_size]
+            if self.equal_length:
+                chunk = [i for i in chunk if length(items[i]) == length(items[chunk[0]])]
+            if key is not None and len(chunk) > 1 and shared_prefix([key(items[i]) for i in chunk[:2]]) >= MIN_PREFIX:
+                first = key(items[chunk[0]])  # keep to the rows that share the first row's prefix
+                chunk = list(takewhile(lambda i, f=first: shared_prefix([f, key(items[i])]) >= MIN_PREFIX, chunk))
             try:
                 outputs = run([items[i] for i in chunk])
             except torch.cuda.OutOfMemoryError:
@@ -165,7 +188,8 @@ class HFBackend:
 
     @torch.inference_mode()
     def generate(self, requests: list[GenRequest]) -> list[GenOutput]:
-        return self.batched(requests, lambda r: len(r.prompt_ids), self._generate_batch)
+        return self.batched(requests, lambda r: len(r.prompt_ids), self._generate_batch,
+                            key=(lambda r: r.prompt_ids) if self.prefix_reuse else None)
 
     def _generate_batch(self, requests: list[GenRequest]) -> list[GenOutput]:
         """Greedy generation of a batch in which every row ends at its own stop strings, max_new_tokens or
@@ -179,13 +203,29 @@ class HFBackend:
             suppress_tokens=self.excluded_ids or None,
         )
         out = model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                             generation_config=config, stopping_criteria=StoppingCriteriaList([ends]))
+                             generation_config=config, stopping_criteria=StoppingCriteriaList([ends]),
+                             **self.prefix_cache(requests))
         outputs = []
         for row, request in enumerate(requests):
             new = out[row, ids.shape[1]:ids.shape[1] + ends.kept(row, out.shape[1] - ids.shape[1])].tolist()
             text = self.tokenizer.decode(new, skip_special_tokens=True)
             outputs.append(GenOutput(text=cut_at_stop(text, request.stop), token_ids=new))
         return outputs
+
+    def prefix_cache(self, requests: list[GenRequest]) -> dict:
+        """`past_key_values` holding the prompts' common prefix, prefilled once for the whole batch, where
+        `prefix_reuse` is on, the prompts have one length (no padding shifts their positions) and share at
+        least MIN_PREFIX tokens; else nothing. generate() then prefills only the rest of each prompt."""
+        prompts = [r.prompt_ids for r in requests]
+        if not self.prefix_reuse or len(prompts) < 2 or len({len(p) for p in prompts}) != 1:
+            return {}
+        shared = min(shared_prefix(prompts), len(prompts[0]) - 1)  # generate() needs one uncached token
+        if shared < MIN_PREFIX:
+            return {}
+        out = self.model(input_ids=torch.tensor([prompts[0][:shared]], device=self.device), use_cache=True)
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        cache.batch_repeat_interleave(len(prompts))
+        return {"cache" if self._forward_takes("cache") else "past_key_values": cache}
 
     @torch.inference_mode()
     def loglikelihood(self, requests: list[LLRequest]) -> list[LLOutput]:
