@@ -62,13 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=positive_int, help="at most N samples per cell, for a quick look")
     run.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run as it was started")
+    run.add_argument("--log-prompts", action="store_true",
+                     help="keep each prompt's text in its record (meta.prompt), as lm-eval's --log_samples")
     run.add_argument("--fresh", metavar="NAME[,NAME]", default="",
                      help="checkpoints whose weights changed since the run directory recorded them: move their old "
                           "records to stale/ and evaluate them again")
     run.set_defaults(func=cmd_run)
 
-    report = sub.add_parser("report", help="rebuild tables and figures from a run's records")
-    report.add_argument("run_dir", type=Path, help="run directory written by `run`, e.g. reports/needle-1a2b3c4d")
+    report = sub.add_parser(
+        "report", help="rebuild tables, figures and index.html from a run's records (no inference)",
+        description="e.g. meap-bench report reports/RUN --set report.width=text --set needle.headline_metric=rank; "
+                    "meap-bench report reports/A reports/B --out reports/A+B merges runs of one config")
+    report.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR",
+                        help="run directory written by `run`; several are merged into one report (see --out)")
+    report.add_argument("--out", type=Path, help="merged run directory to write (default reports/merged-<hash>)")
+    report.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="report.titles=true|false, report.width=column|text, report.bands=true|false, "
+                             "TASK.headline_metric=SCORE (repeatable)")
     report.set_defaults(func=cmd_report)
 
     ls = sub.add_parser("ls", help="list tasks and the checkpoints of a checkpoints YAML")
@@ -159,12 +169,32 @@ def task_configs(names: list[str], overrides: list[str]):
     return {name: load_task_config(name, parsed) for name in names}
 
 
-def print_report(run_dir: Path) -> None:
+def report_settings(overrides: list[str]):
+    """`report --set`: figure options (report.KEY) and headline metrics (TASK.headline_metric), nothing that
+    would need inference again."""
+    from meap_bench.config import parse_override, validate
+    from meap_bench.report.style import FigureOptions
+
+    options, headline = {}, {}
+    for text in overrides:
+        task, key, value = parse_override(text)
+        if task == "report":
+            options[key] = value
+        elif key == "headline_metric" and isinstance(value, str):
+            headline[task] = value
+        else:
+            raise UserError(f"--set {task}.{key}: `report` changes only report.titles, report.width, report.bands "
+                            f"and TASK.headline_metric; other settings need `run`")
+    return validate(FigureOptions, options, "--set", "report"), headline
+
+
+def print_report(run_dir: Path, overrides: list[str] | None = None) -> None:
     """The report's tables on stdout (results only), each warning on stderr in one line."""
     from meap_bench.report.build import build_report, summary_table
     from meap_bench.report.validity import results_only
 
-    summary = build_report(run_dir)
+    options, headline = report_settings(overrides or [])
+    summary = build_report(run_dir, options, headline)
     for warning in summary["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     print(summary_table(results_only(summary)))
@@ -188,6 +218,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         checkpoints = select_checkpoints(args.checkpoints, args.only)
         plan = RunPlan(Path(), checkpoints, configs, args.seed, args.limit, args.backend, args.device, fresh)
         plan.run_dir = args.out / (args.run_name or plan.default_name())
+    plan.log_prompts = args.log_prompts
     execute(plan)
     print_report(plan.run_dir)
     print(f"\nrun directory: {plan.run_dir}")
@@ -195,7 +226,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    print_report(args.run_dir)
+    run_dir = args.run_dirs[0]
+    if len(args.run_dirs) > 1:
+        from meap_bench.report.merge import merge_runs, merged_name
+
+        run_dir = merge_runs(args.run_dirs, args.out or args.run_dirs[0].parent / merged_name(args.run_dirs))
+        print(f"merged {len(args.run_dirs)} runs into {run_dir}")
+    elif args.out:
+        raise UserError("report --out: give it with two or more run directories to merge")
+    print_report(run_dir, args.overrides)
     return 0
 
 
@@ -213,7 +252,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from meap_bench.backends.hf import load_checkpoint_tokenizer
+    from meap_bench.backends.common import load_checkpoint_tokenizer
     from meap_bench.tasks import TASKS, parse_task_names
 
     names = parse_task_names(args.tasks) if args.tasks else sorted(TASKS)

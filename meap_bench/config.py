@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, ValidationError, model_serializer
 
 from meap_bench.errors import UserError
 
@@ -33,6 +33,15 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class VLLMSettings(Strict):
+    """Engine settings of `--backend vllm` for one checkpoint (vLLM's `LLM` arguments of the same names)."""
+
+    tensor_parallel_size: PositiveInt = 1
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    max_model_len: PositiveInt | None = None  # default: the checkpoint's max_length, else its config's
+    data_parallel_size: PositiveInt = 1
+
+
 class Checkpoint(Strict):
     name: str
     path: str
@@ -43,6 +52,15 @@ class Checkpoint(Strict):
     tokenizer: str | None = None
     chat_template: bool = False
     batch_size: int = 8
+    vllm: VLLMSettings | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_vllm(self, handler: Any) -> dict[str, Any]:
+        """Leave out `vllm: null`, so that the identity of runs recorded before it existed is unchanged."""
+        data = handler(self)
+        if data.get("vllm") is None:
+            data.pop("vllm", None)
+        return data
 
 
 def read_yaml(path: Path) -> Any:

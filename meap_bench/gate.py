@@ -23,6 +23,7 @@ from meap_bench.config import Strict, read_yaml, validate
 from meap_bench.errors import UserError
 from meap_bench.report.aggregate import headline_metrics, load_frame
 from meap_bench.report.merge import differing_keys
+from meap_bench.report.stats import Clusters, sign_flip_p
 from meap_bench.report.validity import current_rows
 
 BASELINE_FORMAT = 1
@@ -51,20 +52,6 @@ class Rules(Strict):
             if all(fnmatch.fnmatchcase(v, p) for v, p in ((task, rule.task), (metric, rule.metric), (cell, rule.cell))):
                 found = rule.tolerance
         return found
-
-
-def one_sided_sign_flip_p(diffs: np.ndarray, rounds: int = 20_000, seed: int = 0) -> float:
-    """p-value of mean(diffs) > 0 under random sign flips of the item differences: exact up to 16 items,
-    else a seeded Monte Carlo estimate ((hits + 1) / (rounds + 1))."""
-    diffs = diffs[diffs != 0]
-    if len(diffs) == 0:
-        return 1.0
-    observed = diffs.mean()
-    if len(diffs) <= 16:
-        signs = 1 - 2 * ((np.arange(2 ** len(diffs))[:, None] >> np.arange(len(diffs))) & 1)
-        return float(((signs * diffs).mean(axis=1) >= observed - 1e-12).mean())
-    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(rounds, len(diffs)))
-    return float((((signs * diffs).mean(axis=1) >= observed - 1e-12).sum() + 1) / (rounds + 1))
 
 
 def load_rules(path: Path | None) -> Rules:
@@ -170,7 +157,7 @@ def compare(candidate: pd.Series, reference: pd.Series, rules: Rules, names: tup
         return None
     diffs = (joined["r"] - joined["c"]).to_numpy()
     drop = float(diffs.mean())
-    p = one_sided_sign_flip_p(diffs)
+    p = sign_flip_p(diffs, Clusters.of(np.arange(len(diffs))), alternative="greater")  # one value per item
     return Comparison(names[0], names[1], *key, float(joined["r"].mean()), float(joined["c"].mean()), drop,
                       tolerance, p, len(joined), drop > tolerance and p < rules.alpha)
 

@@ -47,6 +47,7 @@ class Record:
     skip_reason: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    capabilities: list[str] = field(default_factory=list)  # the backend's declared capabilities (backends.REGISTRY)
     schema: int = SCHEMA_VERSION
 
     @property

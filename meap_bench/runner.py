@@ -13,7 +13,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from meap_bench.backends import Backend, GenRequest, LLRequest, load_backend
+from meap_bench.backends import REGISTRY, Backend, GenRequest, LLRequest, backend_spec, load_backend
 from meap_bench.config import Checkpoint
 from meap_bench.errors import UserError
 from meap_bench.provenance import source_commit
@@ -36,17 +36,20 @@ class RunPlan:
     backend: str
     device: str
     fresh: frozenset[str] = field(default_factory=frozenset)  # checkpoints whose changed weights may start afresh
+    log_prompts: bool = False  # keep each prompt's text in its record's meta (as lm-eval's --log_samples)
 
     def identity(self) -> dict[str, Any]:
-        """What defines the run's results; a run directory holds one identity only."""
+        """What defines the run's results; a run directory holds one identity only. The backend and its
+        declared capabilities are part of it (a vllm run's logprobs are normalised differently)."""
         return {
+            "backend": self.backend, "capabilities": sorted(backend_spec(self.backend).capabilities),
             "tasks": {name: cfg.model_dump(mode="json") for name, cfg in self.tasks.items()},
             "checkpoints": [c.model_dump(mode="json") for c in self.checkpoints],
             "seed": self.seed, "limit": self.limit,
         }
 
     def default_name(self) -> str:
-        return f"{'-'.join(self.tasks)}-{sha256_json(self.identity())[:8]}"
+        return f"{'-'.join(self.tasks)}-{self.backend}-{sha256_json(self.identity())[:8]}"
 
 
 def versions() -> dict[str, str]:
@@ -78,13 +81,14 @@ def previous_fingerprints(plan: RunPlan) -> dict[str, str]:
     if not path.is_file():
         return {}
     old = json.loads(path.read_text())
-    identity = plan.identity()
-    if {k: old.get(k) for k in identity} != identity:
-        raise UserError(f"{plan.run_dir} holds a run with another config; pass another --run-name, "
-                        f"or --resume {plan.run_dir} to continue it as it was")
     if old.get("backend", plan.backend) != plan.backend:
         raise UserError(f"{plan.run_dir} holds records of backend '{old['backend']}', not '{plan.backend}'; "
                         f"pass another --run-name to run this backend")
+    identity = plan.identity()
+    old.setdefault("capabilities", identity["capabilities"])  # run.json written before capabilities were recorded
+    if {k: old.get(k) for k in identity} != identity:
+        raise UserError(f"{plan.run_dir} holds a run with another config; pass another --run-name, "
+                        f"or --resume {plan.run_dir} to continue it as it was")
     return old.get("fingerprints", {})
 
 
@@ -127,7 +131,7 @@ def set_aside(plan: RunPlan, name: str, old: str, new: str) -> None:
 
 def write_run_json(plan: RunPlan, fingerprints: dict[str, str]) -> None:
     path = plan.run_dir / "run.json"
-    data = {"run": plan.run_dir.name, **plan.identity(), "backend": plan.backend, "device": plan.device,
+    data = {"run": plan.run_dir.name, **plan.identity(), "device": plan.device,
             "fingerprints": fingerprints, "versions": versions(), **source_commit(),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     plan.run_dir.mkdir(parents=True, exist_ok=True)
@@ -168,8 +172,9 @@ def check_capabilities(plan: RunPlan, backend: Backend) -> None:
     for name in plan.tasks:
         missing = sorted(TASKS[name].requires - backend.capabilities)
         if missing:
+            able = [spec.name for spec in REGISTRY.values() if TASKS[name].requires <= spec.capabilities]
             raise UserError(f"task '{name}' needs the backend capability '{', '.join(missing)}', which --backend "
-                            f"{plan.backend} lacks; run it with a backend that has it (hf)")
+                            f"{plan.backend} lacks; run it with a backend that has it ({', '.join(able)})")
 
 
 def run_task(plan: RunPlan, checkpoint: Checkpoint, backend: Backend, task: Task, done: set,
@@ -191,8 +196,11 @@ def run_task(plan: RunPlan, checkpoint: Checkpoint, backend: Backend, task: Task
         began = time.perf_counter()
         records, unfinished = evaluate_chunk(base, backend, task, chunk)
         seconds = (time.perf_counter() - began) / len(chunk)
+        prompts = {s.sample_id: s.prompt_text for s in chunk} if plan.log_prompts else {}
         for record in records:
             record.seconds = round(seconds, 4)
+            if plan.log_prompts:
+                record.meta = {**record.meta, "prompt": prompts[record.sample_id]}
         writer.write(records)
         pending += unfinished
         bar.update(len(chunk))
@@ -206,8 +214,8 @@ def run_task(plan: RunPlan, checkpoint: Checkpoint, backend: Backend, task: Task
 def record_base(plan: RunPlan, checkpoint: Checkpoint, backend: Backend, task: Task) -> dict[str, Any]:
     """The fields every record of this checkpoint and task carries."""
     return {"run": plan.run_dir.name, "checkpoint": checkpoint.name, "fingerprint": backend.fingerprint,
-            "backend": plan.backend, "objective": checkpoint.objective or "", "pair": checkpoint.pair,
-            "task": task.name}
+            "backend": plan.backend, "capabilities": sorted(backend.capabilities),
+            "objective": checkpoint.objective or "", "pair": checkpoint.pair, "task": task.name}
 
 
 def evaluate_chunk(base: dict, backend: Backend, task: Task, chunk: list[Sample]) -> tuple[list[Record], list[Score]]:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from meap_bench.cli import main
-from meap_bench.gate import one_sided_sign_flip_p
+from meap_bench.report.stats import Clusters, sign_flip_p
 
 GRID = ["--set", "needle.context_lengths=96,160", "--set", "needle.depths=0,100", "--set", "needle.haystack=noise",
         "--set", "needle.samples_per_cell=6", "--set", "needle.max_new_tokens=4"]
@@ -117,8 +117,13 @@ def test_candidate_against_reference_of_one_run(run_dir, capsys):
     assert "| tiny-meap | tiny-ntp |" in capsys.readouterr().out
 
 
-def test_sign_flip_p_values():
-    assert one_sided_sign_flip_p(np.ones(5)) == pytest.approx(1 / 32)
-    assert one_sided_sign_flip_p(np.array([1.0, -1.0])) == pytest.approx(0.75)
-    assert one_sided_sign_flip_p(np.zeros(4)) == 1.0
-    assert one_sided_sign_flip_p(np.ones(30)) < 1e-3
+def one_sided(diffs: np.ndarray) -> float:
+    return sign_flip_p(diffs, Clusters.of(np.arange(len(diffs))), alternative="greater")
+
+
+def test_one_sided_sign_flip_p_values():
+    assert one_sided(np.ones(5)) == pytest.approx(1 / 32)
+    assert one_sided(-np.ones(5)) == 1.0
+    assert one_sided(np.array([1.0, -1.0])) == pytest.approx(0.75)
+    assert one_sided(np.zeros(4)) == 1.0
+    assert one_sided(np.ones(30)) < 1e-3

@@ -11,7 +11,10 @@ from typing import Protocol
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-ATTENTION = "attention"  # capability: `Backend.attention` returns attention summaries
+# Capabilities a backend may declare (`Backend.capabilities`); the run records them with every result.
+ATTENTION = "attention"  # `Backend.attention` returns attention summaries
+REAL_VOCAB = "real-vocab-logprobs"  # loglikelihoods normalised over the real vocabulary ([MASK], padding rows out)
+PREFIX_REUSE = "prefix-reuse"  # prompts sharing a prefix reuse its computation (outputs as if run alone)
 
 
 @dataclass(frozen=True)
@@ -74,8 +77,9 @@ class Backend(Protocol):
         ...
 
     def loglikelihood(self, requests: list[LLRequest]) -> list[LLOutput]:
-        """Summed log p(continuation | context) over the real vocabulary, and whether greedy decoding
-        would produce the continuation."""
+        """Summed log p(continuation | context), and whether greedy decoding would produce the continuation
+        (over the real vocabulary). The log-probabilities are normalised over the real vocabulary where
+        `REAL_VOCAB` is in `capabilities`, else over every row of the output embedding (vllm)."""
         ...
 
     def attention(self, requests: list[AttnRequest]) -> list[AttnOutput]:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TypeVar
 
 import torch
 from transformers import (
-    AutoConfig,
     AutoModelForCausalLM,
     GenerationConfig,
     PreTrainedModel,
@@ -21,6 +18,8 @@ from transformers import (
 
 from meap_bench.backends.base import (
     ATTENTION,
+    PREFIX_REUSE,
+    REAL_VOCAB,
     AttnOutput,
     AttnRequest,
     GenOutput,
@@ -29,22 +28,19 @@ from meap_bench.backends.base import (
     LLRequest,
     cut_at_stop,
 )
+from meap_bench.backends.common import (
+    fingerprint_dir,
+    load_checkpoint_tokenizer,
+    load_model_config,
+    local_snapshot,
+    resolve_device,
+)
 from meap_bench.config import Checkpoint
 from meap_bench.errors import UserError
-from meap_bench.tokenization import excluded_token_ids, load_tokenizer
+from meap_bench.tokenization import excluded_token_ids
 
 R = TypeVar("R")
 Out = TypeVar("Out")
-FINGERPRINT_FILES = ("config.json", "*.safetensors", "*.bin", "tokenizer*", "special_tokens_map.json")
-FULL_HASH_LIMIT = 256 << 20
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is visible; use --device cpu or auto")
-    return torch.device(device)
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -53,42 +49,6 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
             return torch.bfloat16
         return torch.float32
     return getattr(torch, name)
-
-
-def fingerprint_dir(path: Path) -> str:
-    """sha256 over the weights, config and tokenizer files (files over 256 MiB: size + first/last
-    16 MiB, so that a 15 GB checkpoint is identified in seconds)."""
-    digest = hashlib.sha256()
-    files = sorted({f for pattern in FINGERPRINT_FILES for f in path.glob(pattern) if f.is_file()})
-    for file in files:
-        size = file.stat().st_size
-        digest.update(f"{file.name}:{size}:".encode())
-        with open(file, "rb") as handle:
-            if size <= FULL_HASH_LIMIT:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-            else:
-                digest.update(handle.read(16 << 20))
-                handle.seek(size - (16 << 20))
-                digest.update(handle.read())
-    return digest.hexdigest()[:16]
-
-
-def local_snapshot(name_or_path: str) -> Path:
-    if Path(name_or_path).exists():
-        return Path(name_or_path)
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(name_or_path, local_files_only=True))
-
-
-def load_checkpoint_tokenizer(checkpoint: Checkpoint) -> PreTrainedTokenizerBase:
-    try:
-        return load_tokenizer(checkpoint.tokenizer or checkpoint.path)
-    except (OSError, ValueError, TypeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"checkpoint '{checkpoint.name}': cannot load its tokenizer ({first}); "
-                        f"set 'tokenizer:' to a folder with tokenizer files") from None
 
 
 class RowEnds(StoppingCriteria):
@@ -124,7 +84,7 @@ class HFBackend:
     """Tokenizer, config and fingerprint are read at once; the weights load on first use, so a resumed
     run whose samples are all recorded never loads them."""
 
-    capabilities = frozenset({ATTENTION})
+    capabilities = frozenset({ATTENTION, REAL_VOCAB, PREFIX_REUSE})
 
     def __init__(self, checkpoint: Checkpoint, device: str = "auto") -> None:
         self.name = checkpoint.name
@@ -133,10 +93,7 @@ class HFBackend:
         self.dtype = resolve_dtype(checkpoint.dtype, self.device)
         self.batch_size = checkpoint.batch_size
         self.tokenizer = load_checkpoint_tokenizer(checkpoint)
-        try:
-            config = AutoConfig.from_pretrained(checkpoint.path)
-        except (OSError, ValueError) as err:
-            raise UserError(f"checkpoint '{checkpoint.name}': cannot read config.json ({err})") from None
+        config = load_model_config(checkpoint)
         self.max_length = checkpoint.max_length or int(config.max_position_embeddings)
         self.fingerprint = fingerprint_dir(local_snapshot(checkpoint.path))
         self.excluded_ids = excluded_token_ids(self.tokenizer, int(config.vocab_size))

@@ -1,4 +1,5 @@
-"""records.jsonl + run.json -> summary.json, tables/ (Markdown, CSV) and figures/ (PNG, PDF)."""
+"""records.jsonl + run.json -> summary.json, tables/ (CSV, Markdown, LaTeX), figures/ (PNG, PDF) and
+index.html. Figure options and the headline metric can change here without running inference again."""
 
 from __future__ import annotations
 
@@ -21,18 +22,38 @@ from meap_bench.report.aggregate import (
 from meap_bench.report.attention import attention_report
 from meap_bench.report.commonsense import HEADLINE, TASK_COLUMN, commonsense_table, headline_rows
 from meap_bench.report.curves import BASELINES, DOCUMENTS, POSITION_TASKS, SIZE_LABELS, position_report
-from meap_bench.report.figures import heatmaps
+from meap_bench.report.figures import heatmaps, significant_cells
 from meap_bench.report.hallucination import hallucination_report
+from meap_bench.report.html import write_index
+from meap_bench.report.style import DEFAULT_OPTIONS, FigureOptions
+from meap_bench.report.tables import write_table
 from meap_bench.report.validity import current_rows, skip_warnings, skipped_checkpoints
 
-OUTPUT_SUFFIXES = {".md", ".csv", ".png", ".pdf"}
+OUTPUT_SUFFIXES = {".md", ".csv", ".tex", ".png", ".pdf"}
 HEATMAP_AXES = {"needle": ("depth", "length")}  # task -> (row, column) cell keys
+PAIRS_CAPTION = ("{task}: MEAP − NTP per pair and score on the samples both twins ran ({items} items, {n} samples); "
+                 "95% interval by a seeded bootstrap over items (the resampling unit), p from an item-level "
+                 "sign-flip permutation test.")
+CELLS_CAPTION = ("{task}: MEAP − NTP per pair and cell; 95% interval by a bootstrap over the cell's items, p from "
+                 "McNemar's exact test (0/1 scores) or a sign-flip permutation test, p_holm adjusted over the "
+                 "pair's grid.")
 
 
-def write_table(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path.with_suffix(".csv"), index=False, float_format="%.4f")
-    path.with_suffix(".md").write_text(frame.to_markdown(index=False, floatfmt=".4f") + "\n")
+def choose_metrics(run_dir: Path, frame: pd.DataFrame, headline: dict[str, str]) -> dict[str, str]:
+    """The run's headline metric per task, or the one `report --set TASK.headline_metric=M` asks for (any score
+    the records hold)."""
+    metrics = headline_metrics(run_dir)
+    for task, metric in headline.items():
+        if task not in metrics:
+            raise UserError(f"--set {task}.headline_metric: task '{task}' is not in this run "
+                            f"({', '.join(metrics)})")
+        rows = frame[frame["task"] == task]
+        if f"score.{metric}" not in rows or rows[f"score.{metric}"].isna().all():
+            held = sorted(c.removeprefix("score.") for c in rows if c.startswith("score.") and rows[c].notna().any())
+            raise UserError(f"--set {task}.headline_metric={metric}: no such score in the records; choose one of "
+                            f"{', '.join(held)}")
+        metrics[task] = metric
+    return metrics
 
 
 def clear_outputs(run_dir: Path) -> None:
@@ -43,7 +64,8 @@ def clear_outputs(run_dir: Path) -> None:
                 path.unlink()
 
 
-def build_report(run_dir: Path) -> dict:
+def build_report(run_dir: Path, options: FigureOptions = DEFAULT_OPTIONS, headline: dict[str, str] | None = None
+                 ) -> dict:
     if not (run_dir / "run.json").is_file():
         raise UserError(f"{run_dir}: no run.json; give a run directory written by `run`")
     frame = load_frame(run_dir)
@@ -57,7 +79,7 @@ def build_report(run_dir: Path) -> dict:
     clear_outputs(run_dir)
     all_pairs = pairs_of([Checkpoint.model_validate(c) for c in run["checkpoints"]])
     summary: dict = {"run": run_dir.name, "tasks": {}, "warnings": warnings}
-    for task, metric in headline_metrics(run_dir).items():
+    for task, metric in choose_metrics(run_dir, frame, headline or {}).items():
         rows = frame[frame["task"] == task]
         rows = rows.drop(columns=[c for c in rows if c.startswith(("cell.", "score.")) and rows[c].isna().all()])
         if rows.empty:
@@ -79,17 +101,27 @@ def build_report(run_dir: Path) -> dict:
         per_cell = [t for t in (paired_cells(rows, m) for m in [metric, *others]) if not t.empty]
         paired_per_cell = pd.concat(per_cell, ignore_index=True) if per_cell else pd.DataFrame()
         tables = run_dir / "tables"
-        wide = cells.pivot_table(index=[c for c in cell_columns(rows)], columns="checkpoint", values="mean",
-                                 dropna=False).reset_index()
-        write_table(wide, tables / f"{task}_cells")
-        write_table(per_checkpoint, tables / f"{task}_summary")
+        # the cells that exist (not every combination of their keys), a column per checkpoint; skipped: empty
+        wide = cells.set_index([*cell_columns(rows), "checkpoint"])["mean"].unstack("checkpoint").reset_index()
+        items = main[main["status"] == "ok"].groupby("checkpoint")["item_id"].nunique()
+        write_table(wide, tables / f"{task}_cells", f"{task}: mean {metric} per cell and checkpoint (each cell "
+                    f"asks the same {items.max() if len(items) else 0} items).")
+        write_table(per_checkpoint, tables / f"{task}_summary",
+                    f"{task}: mean of each score per checkpoint over the samples run "
+                    f"({items.max() if len(items) else 0} distinct items); the best value of each score in bold.",
+                    best=[c for c in per_checkpoint.columns if c not in ("checkpoint", "objective", "pair", "samples",
+                                                                         "skipped", "items")])
         if not paired.empty:
-            write_table(paired, tables / f"{task}_pairs")
+            head = paired.iloc[0]
+            write_table(paired, tables / f"{task}_pairs", PAIRS_CAPTION.format(task=task, items=head["n_items"],
+                                                                                 n=head["n"]))
         if not paired_per_cell.empty:
-            write_table(paired_per_cell, tables / f"{task}_pairs_cells")
+            write_table(paired_per_cell, tables / f"{task}_pairs_cells", CELLS_CAPTION.format(task=task))
         if task in HEATMAP_AXES:
+            row, col = HEATMAP_AXES[task]
             chance = 1 / (1 + run["tasks"][task].get("distractors", 0)) if metric == "rank" else None
-            heatmaps(cells, pairs, task, metric, *HEATMAP_AXES[task], run_dir / "figures", chance=chance, line=True)
+            heatmaps(cells, pairs, task, metric, row, col, run_dir / "figures", options,
+                     significant_cells(paired_per_cell, metric, row, col), chance, line=True)
         summary["tasks"][task] = {
             "headline_metric": metric,
             "status": "all_skipped" if len(skipped) == len(ran) else "some_skipped" if skipped else "ok",
@@ -101,19 +133,25 @@ def build_report(run_dir: Path) -> dict:
             "cells": json.loads(cells.to_json(orient="records")),
         }
         if task in POSITION_TASKS:  # curves, position x size heatmaps, tables averaged over positions
-            summary["tasks"][task].update(position_report(rows, cells, pairs, task, metric, run_dir, write_table))
+            summary["tasks"][task].update(position_report(rows, cells, pairs, task, metric, run_dir, write_table,
+                                                          options, paired_per_cell))
         if task == "commonsense":  # per lm-eval task acc/acc_norm ± stderr, their average, MEAP-NTP per pair
             table, numbers = commonsense_table(rows, pairs, metric)
-            write_table(table, tables / "commonsense_tasks")
-            markdown = table.to_markdown(index=False, disable_numparse=True)
-            (tables / "commonsense_tasks.md").write_text(markdown + "\n")
+            write_table(table, tables / "commonsense_tasks", f"lm-eval: acc and acc_norm ± standard error per task; "
+                        f"the average is the unweighted mean over tasks of {metric} where a task has it, else acc.")
             summary["tasks"][task].update(lm_eval=json.loads(numbers.to_json(orient="records")),
-                                          lm_eval_table=markdown)
+                                          lm_eval_table=table.to_markdown(index=False, disable_numparse=True))
         if task == "attention":  # layer x head maps, target share heatmaps, the paper's quantities per pair
             summary["tasks"][task].update(attention_report(rows, pairs, run_dir, write_table))
         if task == "hallucination":  # share judged faithful per dataset with intervals, the judge named
             summary["tasks"][task].update(hallucination_report(rows, run["tasks"][task], run_dir, write_table))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    skipped_rows = frame[frame["status"] != "ok"]
+    skipped_cells = (skipped_rows.groupby(["task", "checkpoint", "skip_reason"], dropna=False)
+                     .agg(samples=("sample_id", "size"), cells=("sample_id", lambda s: s.str.rsplit("-", n=1)
+                                                                .str[0].nunique())).reset_index()
+                     if not skipped_rows.empty else pd.DataFrame())
+    write_index(run_dir, summary, skipped_cells)
     return summary
 
 

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from meap_bench.report.aggregate import paired_differences  # noqa: E402
-from meap_bench.report.figures import heatmaps  # noqa: E402
+from meap_bench.report.figures import heatmaps, significant_cells  # noqa: E402
 from meap_bench.report.style import (  # noqa: E402
     BASELINE_LINES,
     BASELINE_NAMES,
@@ -168,7 +168,9 @@ def curves(per_cell: pd.DataFrame, task: str, metric: str, size: str, out: Path,
         labels = sorted(legend, key=lambda t: (t not in checkpoints, t))  # checkpoints first, then baselines
         handles = [legend[t] for t in labels]
         if handles:
-            fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 3), frameon=False)
+            fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 2 if columns == 1 or
+                                                                              options.width == "column" else 3),
+                       frameon=False)
         if options.titles:
             fig.suptitle(f"{task}: {metric} by gold position" + (" (95% bands)" if options.bands else ""))
     return save(fig, out / f"{task}_curves")
@@ -179,24 +181,31 @@ def line_positions(docs: pd.DataFrame, size: str, n: int) -> list[int]:
 
 
 def position_report(rows: pd.DataFrame, cells: pd.DataFrame, pairs: dict[str, dict[str, str]], task: str,
-                    metric: str, run_dir: Path, write_table) -> dict:
+                    metric: str, run_dir: Path, write_table, options: FigureOptions = DEFAULT_OPTIONS,
+                    per_cell_pairs: pd.DataFrame | None = None) -> dict:
     """Curves, heatmaps (documents cells only) and tables of one position-sweep task; returns the
     averaged results for summary.json."""
     size = POSITION_TASKS[task]
     per_cell = position_cells(rows, metric, size)
     figures, tables = run_dir / "figures", run_dir / "tables"
-    curves(per_cell, task, metric, size, figures)
+    curves(per_cell, task, metric, size, figures, options)
     if "cell.setting" in cells:
         doc_cells = cells[cells["cell.setting"] == DOCUMENTS]
     else:
         doc_cells = cells
     if not doc_cells.empty:
-        heatmaps(doc_cells, pairs, task, metric, "position", size, figures)
+        marks = significant_cells(per_cell_pairs if per_cell_pairs is not None else pd.DataFrame(), metric,
+                                  "position", size)
+        heatmaps(doc_cells, pairs, task, metric, "position", size, figures, options, marks)
     by_size = averaged(per_cell, size)
     paired = paired_by_size(rows, metric, size)
-    write_table(per_cell, tables / f"{task}_positions")
-    write_table(by_size, tables / f"{task}_averaged")
+    write_table(per_cell, tables / f"{task}_positions", f"{task}: mean {metric} per checkpoint and cell with its 95% "
+                f"interval (Wilson for 0/1 scores) over the cell's items.")
+    write_table(by_size, tables / f"{task}_averaged", f"{task}: mean {metric} averaged over gold positions per size, "
+                f"and the closed-book and oracle baselines.", best=[c for c in by_size.columns if "avg" in c])
     if not paired.empty:
-        write_table(paired, tables / f"{task}_pairs_averaged")
+        write_table(paired, tables / f"{task}_pairs_averaged",
+                    f"{task}: MEAP − NTP per pair, size and baseline, averaged over positions; 95% interval by a "
+                    f"bootstrap over items, p from an item-level sign-flip permutation test.")
     return {"averaged": json.loads(by_size.to_json(orient="records")),
             "pairs_averaged": json.loads(paired.to_json(orient="records")) if not paired.empty else []}

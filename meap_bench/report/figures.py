@@ -104,6 +104,17 @@ def line_panel(ax: plt.Axes, cells: pd.DataFrame, checkpoints: list[str], col: s
     ax.grid(alpha=0.3)
 
 
+def significant_cells(per_cell: pd.DataFrame, metric: str, row: str, col: str) -> dict[str, set[tuple[str, str]]]:
+    """Per pair, the (row, column) labels of the cells whose paired 95% interval of `metric` excludes 0."""
+    if per_cell.empty or row not in per_cell or col not in per_cell:
+        return {}
+    mine = per_cell[(per_cell["metric"] == metric) & ((per_cell["ci95_low"] > 0) | (per_cell["ci95_high"] < 0))]
+    marks: dict[str, set[tuple[str, str]]] = {}
+    for _, cell in mine.iterrows():
+        marks.setdefault(cell["pair"], set()).add((f"{float(cell[row]):g}", f"{float(cell[col]):g}"))
+    return marks
+
+
 def heatmaps(cells: pd.DataFrame, pairs: dict[str, dict[str, str]], task: str, metric: str, row: str, col: str,
              out: Path, options: FigureOptions = DEFAULT_OPTIONS, marks: dict[str, set[tuple[str, str]]] | None = None,
              chance: float | None = None, line: bool = False, vmax: float = 100, fmt: str = ".0f") -> list[Path]:
@@ -123,7 +134,7 @@ def heatmaps(cells: pd.DataFrame, pairs: dict[str, dict[str, str]], task: str, m
             if line:
                 fig, axes = plt.subplots(1, 2, figsize=(width, height + 0.3), width_ratios=[1.5, 1],
                                          layout="constrained")
-                draw_grid(axes[0], values, skipped, n, diverging=False, labels=(row, col), cbar_label=label, **scale)
+                draw_grid(axes[0], values, skipped, n, diverging=False, labels=(row, col), cbar_label="", **scale)
                 line_panel(axes[1], cells, [checkpoint], col, objectives, chance)
                 axes[1].set_ylabel(label)
             else:

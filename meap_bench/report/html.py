@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from meap_bench.report.tables import formatted
+from meap_bench.report.tables import formatted, paper_view
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; padding: 0 1em; color: #222; }
@@ -25,7 +25,14 @@ nav a { margin-right: 1em; }
 
 
 def table_html(frame: pd.DataFrame) -> str:
-    return formatted(frame).to_html(index=False, escape=True, border=0)
+    return formatted(paper_view(frame)).to_html(index=False, escape=True, border=0)
+
+
+def caption_of(markdown: Path) -> str:
+    """The caption `write_table` put under the Markdown table (its last paragraph), if any."""
+    text = markdown.read_text().strip() if markdown.is_file() else ""
+    last = text.rsplit("\n\n", 1)[-1]
+    return "" if last.startswith("|") else last
 
 
 def section(title: str, body: str, anchor: str) -> str:
@@ -49,24 +56,23 @@ def write_index(run_dir: Path, summary: dict, skipped: pd.DataFrame) -> Path:
         body = []
         if result.get("status") == "all_skipped":
             body.append('<p class="warn">Every sample of this task was skipped: no result.</p>')
-        pairs = pd.DataFrame(result.get("pairs", []))
-        if not pairs.empty:
-            body.append("<h3>MEAP − NTP (paired)</h3>" + table_html(pairs))
-        for table in sorted((run_dir / "tables").glob(f"{task}_*.csv")):
-            frame = pd.read_csv(table)
-            body.append(f"<h3>{html.escape(table.stem)}</h3>{table_html(frame)}"
-                        f'<p><a href="tables/{table.stem}.md">Markdown</a> · <a href="tables/{table.name}">CSV</a>'
-                        f' · <a href="tables/{table.stem}.tex">LaTeX</a></p>')
         for figure in sorted((run_dir / "figures").glob(f"{task}_*.png")):
             body.append(f'<figure><a href="figures/{figure.stem}.pdf"><img src="figures/{figure.name}" '
-                        f'alt="{html.escape(figure.stem)}" width="480"></a>'
-                        f"<figcaption>{html.escape(figure.stem)} (PNG; click for PDF)</figcaption></figure>")
+                        f'alt="{html.escape(figure.stem)}" width="420"></a>'
+                        f"<figcaption>{html.escape(figure.stem)} (click for the PDF)</figcaption></figure>")
+        tables = sorted((run_dir / "tables").glob(f"{task}_*.csv"), key=lambda t: ("pairs" not in t.stem, t.stem))
+        for table in tables:
+            body.append(f"<h3>{html.escape(table.stem)}</h3><p>{html.escape(caption_of(table.with_suffix('.md')))}"
+                        f"</p>{table_html(pd.read_csv(table))}"
+                        f'<p><a href="tables/{table.stem}.md">Markdown</a> · <a href="tables/{table.name}">CSV</a>'
+                        f' · <a href="tables/{table.stem}.tex">LaTeX</a></p>')
         parts.append(section(f"{task} (headline: {result.get('headline_metric', '?')})", "\n".join(body), task))
     if skipped.empty:
         parts.append(section("Skipped cells", "<p>None: every cell fit every checkpoint.</p>", "skipped"))
     else:
         parts.append(section("Skipped cells", table_html(skipped), "skipped"))
-    config = {k: run.get(k) for k in ("tasks", "seed", "limit", "backend", "device", "git_commit", "versions")}
+    keys = ("tasks", "seed", "limit", "backend", "capabilities", "device", "git_commit", "versions")
+    config = {k: run.get(k) for k in keys}
     parts.append(section("Config and versions", f"<pre>{html.escape(json.dumps(config, indent=2))}</pre>", "config"))
     page = (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>meap-bench: '
             f"{html.escape(run_dir.name)}</title><style>{STYLE}</style></head><body>\n" + "\n".join(parts)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from scipy import stats
@@ -78,27 +79,28 @@ def cluster_bootstrap_interval(diff: np.ndarray, clusters: Clusters, rounds: int
 
 
 def sign_flip_p(diff: np.ndarray, clusters: Clusters, rounds: int = PERMUTATION_ROUNDS,
-                seed: int = PERMUTATION_SEED) -> float:
-    """Two-sided paired permutation test at item level: with no difference between the twins, each item's
-    MEAP and NTP scores are exchangeable, so the sign of each item's summed difference is flipped at random.
-    Exact (every sign pattern) when 2**items <= rounds, else `rounds` seeded patterns (p = (1 + hits) /
-    (1 + rounds), never 0)."""
+                seed: int = PERMUTATION_SEED, alternative: Literal["two-sided", "greater"] = "two-sided") -> float:
+    """Paired permutation test at item level: with no difference between the twins, each item's MEAP and NTP
+    scores are exchangeable, so the sign of each item's summed difference is flipped at random. Two-sided, or
+    one-sided for a mean difference greater than 0 (the regression gate). Exact (every sign pattern) when
+    2**items <= rounds, else `rounds` seeded patterns (p = (1 + hits) / (1 + rounds), never 0)."""
     if len(clusters.counts) == 0:
         return math.nan
     x = clusters.weights() * clusters.sums(diff)
     x = x[x != 0]  # items without a difference are the same under any sign: leaving them out keeps p exact longer
-    observed = abs(x.sum()) * (1 - 1e-9) - 1e-15  # ties (common with 0/1 scores) count as extreme
+    fold = np.abs if alternative == "two-sided" else (lambda v: v)
+    observed = fold(x.sum()) - 1e-9 * abs(x.sum()) - 1e-15  # ties (common with 0/1 scores) count as extreme
     n = len(x)
     if 2**n <= rounds:
         bits = (np.arange(2**n)[:, None] >> np.arange(n)) & 1
-        return float((np.abs(2 * (bits @ x) - x.sum()) >= observed).mean())
+        return float((fold(2 * (bits @ x) - x.sum()) >= observed).mean())
     rng = np.random.default_rng(seed)
     hits = 0
     step = max(1, CHUNK // n)
     for start in range(0, rounds, step):
         size = min(step, rounds - start)
         bits = np.unpackbits(np.frombuffer(rng.bytes(-(-size * n // 8)), dtype=np.uint8))[: size * n]
-        hits += int((np.abs(2 * (bits.reshape(size, n) @ x) - x.sum()) >= observed).sum())
+        hits += int((fold(2 * (bits.reshape(size, n) @ x) - x.sum()) >= observed).sum())
     return (1 + hits) / (1 + rounds)
 
 

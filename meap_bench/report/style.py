@@ -4,11 +4,13 @@ TrueType (Type 42) fonts in PDFs, colour-blind-safe palettes, human axis labels.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import matplotlib
+from pydantic import ConfigDict
+
+from meap_bench.config import Strict
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -39,9 +41,10 @@ METRIC_LABELS = {
 }
 
 
-@dataclass(frozen=True)
-class FigureOptions:
+class FigureOptions(Strict):
     """What `report --set report.KEY=VALUE` may change without running inference again."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     titles: bool = False  # baked-in titles (papers put titles in captions)
     width: Literal["column", "text"] = "column"  # paper column (3.3 in) or text width (6.8 in)

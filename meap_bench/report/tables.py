@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 
 COUNT_COLUMNS = ("n", "n_items", "n_samples", "n_discordant", "samples", "skipped", "meap_wins", "ntp_wins")
+CELL_KEYS = ("length", "depth", "position", "n_docs", "n_pairs")  # grid coordinates: printed as given (50, 12.5)
+LATEX_TEXT = {"−": "$-$", "–": "--", "±": r"$\pm$"}
 P_COLUMNS = ("p", "p_value", "p_holm", "p_exact", "p_adjusted")
 
 
@@ -23,6 +25,8 @@ def format_value(column: str, value: object, dash: str = "–") -> str:
                                                and float(value).is_integer()):
         return f"{int(value)}"
     if isinstance(value, (float, np.floating)):
+        if column.removeprefix("cell.") in CELL_KEYS:
+            return f"{value:g}"
         if column.split(" ")[0] in P_COLUMNS or column.startswith("p_"):
             return f"{value:.3g}" if value >= 1e-4 else "<1e-4"
         return f"{value:.3f}"
@@ -54,8 +58,9 @@ def best_rows(frame: pd.DataFrame, columns: list[str]) -> dict[str, set[int]]:
     """Per column, the row positions holding its highest value."""
     best: dict[str, set[int]] = {}
     for column in columns:
-        if column in frame and pd.api.types.is_numeric_dtype(frame[column]) and frame[column].notna().any():
-            top = frame[column].max()
+        values = frame[column] if column in frame else None
+        if values is not None and pd.api.types.is_numeric_dtype(values) and values.nunique() > 1:
+            top = values.max()
             best[column] = {i for i, v in enumerate(frame[column]) if v == top}
     return best
 
@@ -67,21 +72,43 @@ def latex(frame: pd.DataFrame, caption: str, best: dict[str, set[int]], label: s
     body = styler.to_latex(hrules=True, caption=escape_latex(caption) or None, label=label, position="t",
                            column_format="l" * min(1, len(text.columns)) + "r" * (len(text.columns) - 1))
     body = body.replace(r"\*\*", "**")
+    for char, command in LATEX_TEXT.items():
+        body = body.replace(char, command)
     parts = body.split("**")  # **value** -> \textbf{value}
     return "".join(f"\\textbf{{{p}}}" if i % 2 else p for i, p in enumerate(parts))
 
 
 def markdown(frame: pd.DataFrame, caption: str, best: dict[str, set[int]]) -> str:
     text = bolded(frame, best)
-    table = text.to_markdown(index=False, disable_numparse=True, stralign="right")
+    align = ["right" if pd.api.types.is_numeric_dtype(frame[c]) else "left" for c in frame.columns]
+    table = text.to_markdown(index=False, disable_numparse=True, colalign=align)
     return f"{table}\n\n{caption}\n" if caption else f"{table}\n"
 
 
+PAIR_NUMBERS = ("meap_minus_ntp", "ci95_low", "ci95_high")
+
+
+def paper_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """What Markdown and LaTeX show of a pair table: the delta with its interval in one column, the p-value
+    and the counts beside it; bookkeeping columns (the test's name, the resampling unit: in the caption)
+    left to the CSV."""
+    if not set(PAIR_NUMBERS) <= set(frame.columns):
+        return frame
+    view = frame.drop(columns=[c for c in ("resampled", "test", "meap_wins", "ntp_wins") if c in frame])
+    delta = [f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" if not math.isnan(d) else "–"
+             for d, lo, hi in zip(*(frame[c] for c in PAIR_NUMBERS), strict=True)]
+    at = list(view.columns).index("meap_minus_ntp")
+    view = view.drop(columns=list(PAIR_NUMBERS))
+    view.insert(at, "MEAP − NTP [95% CI]", delta)
+    return view
+
+
 def write_table(frame: pd.DataFrame, path: Path, caption: str = "", best: list[str] | None = None) -> None:
-    """`path`.csv (4 decimals), `path`.md and `path`.tex; `best` columns get their highest value in bold."""
+    """`path`.csv (every column, 4 decimals), `path`.md and `path`.tex (the paper view, numbers formatted);
+    `best` columns get their highest value in bold."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame = frame.reset_index(drop=True)
-    frame.to_csv(path.with_suffix(".csv"), index=False, float_format="%.4f")
+    frame.reset_index(drop=True).to_csv(path.with_suffix(".csv"), index=False, float_format="%.4f")
+    frame = paper_view(frame.reset_index(drop=True))
     marks = best_rows(frame, best or [])
     path.with_suffix(".md").write_text(markdown(frame, caption, marks))
     path.with_suffix(".tex").write_text(latex(frame, caption, marks, f"tab:{path.stem}"))

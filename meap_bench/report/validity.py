@@ -24,7 +24,16 @@ def current_rows(frame: pd.DataFrame, run: dict) -> tuple[pd.DataFrame, list[str
     if repeated.any():
         warnings.append(f"report: {int(repeated.sum())} samples were recorded twice with different requests (the "
                         f"task's code changed mid-run); the last record of each is used")
-    return current[~repeated], warnings
+    return current[~repeated], warnings + normalisation_notes(run)
+
+
+def normalisation_notes(run: dict) -> list[str]:
+    """A run whose backend does not declare real-vocabulary loglikelihoods (vllm) says so in every report."""
+    if "capabilities" not in run or "real-vocab-logprobs" in run["capabilities"]:
+        return []
+    return [f"report: backend {run.get('backend')} normalises loglikelihoods over the full vocabulary ([MASK] and "
+            f"padding rows included), not the real one; choice accuracies are comparable, absolute logprobs are "
+            f"not (docs/performance.md, 'Renormalisation')"]
 
 
 def skipped_checkpoints(rows: pd.DataFrame) -> dict[str, dict]:

@@ -85,7 +85,7 @@ NEEDLES = {
 class NeedleConfig(TaskConfig):
     context_lengths: OneOrMore[PositiveInt] | Literal["auto"] | Grid = "auto"
     auto_lengths: PositiveInt = 4
-    depths: OneOrMore[float] | Grid = Field(default_factory=lambda: Grid(min=0, max=100, intervals=5))
+    depths: OneOrMore[float] | Grid = Field(default_factory=lambda: Grid(min=0, max=100, intervals=3))
     samples_per_cell: PositiveInt = 20
     needle: Literal["magic-number", "sandwich"] | NeedleSpec = "magic-number"
     haystack: str = "kjv"
