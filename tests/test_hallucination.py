@@ -293,3 +293,11 @@ def test_run_with_the_openai_judge_never_writes_the_key(checkpoints_yaml, tmp_pa
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert any(p.name == "judge_cache.sqlite" for p in written)
     assert not [p for p in written if KEY.encode() in p.read_bytes()]
+
+
+def test_bad_dataset_settings_are_one_line_user_errors(tmp_path, tiny_pair):
+    with pytest.raises(UserError, match=r"hallucination.datasets: \"nope\" is invalid .*no source 'nope'"):
+        load_task_config("hallucination", [("hallucination", "datasets", "nope")])
+    task = task_with(tmp_path, [{"id": "a", "body": "x", "gold": "y"}])
+    with pytest.raises(UserError, match=r"row 0 has no field 'text' \(mapped to document\).*fields.document=FIELD"):
+        list(task.samples(ModelContext(load_tokenizer(tiny_pair["ntp"]), 512)))

@@ -26,6 +26,8 @@ SINGLE_VALUES = {  # every list-valued task setting, given one value
     "kv.positions=2": [2],
     "commonsense.tasks=meap_arc_mini": ["meap_arc_mini"],
     "commonsense.include_path=commonsense": ["commonsense"],
+    "hallucination.datasets=local-qa": ["local-qa"],
+    "attention.sources=needle": ["needle"],
 }
 
 

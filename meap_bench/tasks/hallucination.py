@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationInfo, field_validator, model_validator
 
 from meap_bench.backends.base import LLOutput
 from meap_bench.config import OneOrMore, Strict
@@ -95,8 +95,8 @@ class LocalJudgeConfig(Strict):
 
 
 class HallucinationConfig(TaskConfig):
+    sources: dict[str, Source] = Field(default_factory=bundled_sources)  # before datasets, which are checked on it
     datasets: OneOrMore[str] = Field(default_factory=lambda: ["local-summary", "local-qa"])
-    sources: dict[str, Source] = Field(default_factory=bundled_sources)
     samples: PositiveInt = 100
     judge: Literal["lexical", "openai", "local"] = "lexical"
     lexical: LexicalSettings = Field(default_factory=LexicalSettings)
@@ -104,12 +104,14 @@ class HallucinationConfig(TaskConfig):
     local: LocalJudgeConfig = Field(default_factory=LocalJudgeConfig)
     headline_metric: Literal["faithful"] = "faithful"
 
-    @model_validator(mode="after")
-    def known_datasets(self) -> HallucinationConfig:
-        unknown = [d for d in self.datasets if d not in self.sources]
+    @field_validator("datasets")
+    @classmethod
+    def known_datasets(cls, datasets: list[str], info: ValidationInfo) -> list[str]:
+        sources = info.data.get("sources", {})
+        unknown = [d for d in datasets if d not in sources]
         if unknown:
-            raise ValueError(f"dataset '{unknown[0]}' has no entry in sources (known: {', '.join(self.sources)})")
-        return self
+            raise ValueError(f"no source '{unknown[0]}' (known: {', '.join(sources)}); add it under sources")
+        return datasets
 
 
 def resolve(path: str) -> Path:
