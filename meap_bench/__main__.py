@@ -1,3 +1,4 @@
+import signal
 import sys
 
 try:
@@ -7,4 +8,5 @@ try:
 except KeyboardInterrupt:  # Ctrl-C before the CLI's own handler is in place (or after it is gone)
     print("interrupted", file=sys.stderr)
     code = 130
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # during interpreter shutdown it would kill silently (-2)
 sys.exit(code)

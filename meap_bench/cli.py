@@ -300,7 +300,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from meap_bench.backends.common import load_checkpoint_tokenizer
+    from meap_bench.backends.common import check_weight_files, load_checkpoint_tokenizer
     from meap_bench.tasks import TASKS, parse_task_names
 
     names = parse_task_names(args.tasks) if args.tasks else sorted(TASKS)
@@ -308,6 +308,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     checkpoints = select_checkpoints(args.checkpoints, None)
     for ckpt in checkpoints:
         tokenizer = load_checkpoint_tokenizer(ckpt)
+        if Path(ckpt.path).is_dir():
+            check_weight_files(Path(ckpt.path), ckpt.name)
         print(f"ok  {ckpt.name}: {ckpt.objective}, tokenizer of {len(tokenizer)} tokens, {ckpt.path}")
     print(f"ok  task configs: {', '.join(names)}")
     return 0
@@ -369,8 +371,10 @@ def quiet_unraisable(hook):
 def main(argv: list[str] | None = None) -> int:
     global PROGRESS
     PROGRESS = Progress()
+    # our handler replaces Python's own only: an ignored SIGINT (a background job of a script) stays ignored
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
+    catch = main_thread and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    previous = signal.signal(signal.SIGINT, on_sigint) if catch else None
     previous_hook, sys.unraisablehook = sys.unraisablehook, quiet_unraisable(sys.unraisablehook)
     try:
         code = run_command(argv)
@@ -382,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         return interrupted() if PROGRESS.interrupted and code != 130 else code
     finally:
         sys.unraisablehook = previous_hook
-        if main_thread:
+        if catch:
             signal.signal(signal.SIGINT, previous)
 
 

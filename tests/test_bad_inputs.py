@@ -352,8 +352,7 @@ CASES: dict[str, tuple[Callable[[Env], list[str]], int, str]] = {
     **{f"resume: run.json {name}": (run_json(change, "resume"), 2, expect)
        for name, (change, expect) in RESUME_ONLY.items()},
 }
-PROCESS_CASES = ["checkpoints binary", "run name parent", "report: records garbage line", "resume with --seed",
-                 "weights cut short"]
+PROCESS_CASES = ["checkpoints binary", "run name parent", "report: records garbage line"]
 
 
 def test_the_table_covers_every_class():

@@ -200,6 +200,14 @@ def test_seeded_kills_lose_nothing_and_resume_to_the_uninterrupted_records(check
         assert comparable(folder / "records.jsonl") == baseline
 
 
+def test_ctrl_c_swallowed_by_a_finaliser_in_the_report_still_stops_with_130(checkpoints_yaml, baseline, tmp_path):
+    stderr_path = tmp_path / "stderr.txt"
+    args = run_args(checkpoints_yaml, tmp_path, "swallowed")
+    code, stderr = stop_at(fork_run(args, stderr_path, "report:swallowed"), 300, "int", stderr_path)
+    assert_stopped(code, stderr, "int")
+    assert last_line(stderr).startswith("interrupted during the report: 40 finished records are kept")
+
+
 def test_two_writers_on_one_run_directory_exactly_one_proceeds(checkpoints_yaml, baseline, tmp_path, capsys):
     args = run_args(checkpoints_yaml, tmp_path, "shared")
     run_dir = tmp_path / "shared"
@@ -298,20 +306,17 @@ def test_read_only_out_is_one_line_exit_1(checkpoints_yaml, tmp_path, capsys):
     assert err.count("\n") == 1 and err.startswith(f"error: {out / 'r'}: ") and "cannot write there" in err, err
 
 
-def test_full_disk_on_a_real_tmpfs(checkpoints_yaml, baseline, small_tmpfs):
+def test_full_disk_on_a_real_tmpfs(checkpoints_yaml, baseline, small_tmpfs, capsys):
     filler = small_tmpfs / "filler"
     free = shutil.disk_usage(small_tmpfs).free
     filler.write_bytes(b"\0" * (free - 16 * 1024))  # room for run.json and a few records
     args = run_args(checkpoints_yaml, small_tmpfs, "full")
-    proc = launch(args)
-    _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 1, stderr
-    line = last_line(stderr)
-    assert "Traceback" not in stderr and line.startswith("error: ") and "the disk is full" in line, stderr
+    assert main(args) == 1
+    line = last_line(capsys.readouterr().err)
+    assert line.startswith(f"error: {small_tmpfs / 'full'}") and "the disk is full" in line, line
+    assert "finished records are kept" in line
     kept = check_kept(small_tmpfs / "full", b"", baseline)
     assert kept.count(b"\n") < TOTAL
     filler.unlink()
-    proc = launch(args)
-    _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr
+    assert main(args) == 0
     assert comparable(small_tmpfs / "full" / "records.jsonl") == baseline

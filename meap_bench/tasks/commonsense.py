@@ -21,7 +21,7 @@ from meap_bench.backends.base import Backend
 from meap_bench.config import OneOrMore
 from meap_bench.errors import UserError
 from meap_bench.records import Record, resume_key, sha256_json
-from meap_bench.rundir import atomic_write_text
+from meap_bench.rundir import atomic_write_text, inside
 from meap_bench.tasks.base import DirectTask, TaskConfig
 
 if TYPE_CHECKING:
@@ -183,7 +183,7 @@ class CommonsenseTask(DirectTask):
         lm_tasks = load_lm_tasks(manager, todo, local)  # every dataset loads (or fails) before any model work
         model = MeapBenchLM(backend)
         for lm_task, task_object in lm_tasks.items():
-            folder = root / lm_task
+            folder = inside(run_dir, root / lm_task)
             if self.finished(folder, base, done):
                 continue
             began = time.perf_counter()
