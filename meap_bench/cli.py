@@ -51,8 +51,23 @@ def positive_int(text: str) -> int:
     return value
 
 
+EXAMPLES = """examples:
+  meap-bench run --tasks needle,mdqa                      the main job on the default pair (CPU, offline)
+  meap-bench run --tasks needle --set needle.context_lengths=256,512 --set needle.depths=0,50,100
+  meap-bench run --resume reports/needle-mdqa-1a2b3c4d     continue an interrupted run
+  meap-bench report reports/needle-mdqa-1a2b3c4d           rebuild tables and figures from records
+  meap-bench baseline save reports/nightly --out baseline.json
+  meap-bench check reports/new --baseline baseline.json   exit 1 on a significant regression
+  meap-bench train --recipe tiny-pair --out my-pair        train an NTP/MEAP twin pair
+(`python -m meap_bench` works the same; `meap-bench COMMAND --help` for each command)"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="meap_bench", description=__doc__)
+    from meap_bench import __version__
+
+    parser = Parser(prog="meap-bench", description="Does a MEAP checkpoint beat its NTP twin, and where?",
+                    epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"meap-bench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     run = sub.add_parser("run", help="run tasks on every selected checkpoint, then write the report")
@@ -60,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoints", type=Path, help="checkpoints YAML (default: checkpoints.yaml)")
     run.add_argument("--only", help="comma-separated checkpoint names to run (default: all)")
     run.add_argument("--backend", help="inference backend (default: hf)")
-    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                     help="where the backend runs (default auto: cuda when visible, else cpu)")
     run.add_argument("--out", type=Path, help="parent of run directories (default: reports)")
     run.add_argument("--run-name", help="run directory name (default: tasks + config hash)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="TASK.KEY=VALUE",
@@ -68,23 +84,38 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=positive_int, help="at most N samples per cell, for a quick look")
     run.add_argument("--seed", type=int, help="seed of every random choice (default 0)")
     run.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                     help="continue a run as it was started (only --device may be given with it)")
+                     help="continue a run as it was started (only --device and --fresh may be given with it)")
+    run.add_argument("--log-prompts", action="store_true",
+                     help="keep each prompt's text in its record (meta.prompt), as lm-eval's --log_samples")
+    run.add_argument("--fresh", metavar="NAME[,NAME]", default="",
+                     help="checkpoints whose weights changed since the run directory recorded them: move their old "
+                          "records to stale/ and evaluate them again")
     run.set_defaults(func=cmd_run)
 
-    report = sub.add_parser("report", help="rebuild tables and figures from a run's records")
-    report.add_argument("run_dir", type=Path)
+    report = sub.add_parser(
+        "report", help="rebuild tables, figures and index.html from a run's records (no inference)",
+        description="e.g. meap-bench report reports/RUN --set report.width=text --set needle.headline_metric=rank; "
+                    "meap-bench report reports/A reports/B --out reports/A+B merges runs of one config")
+    report.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR",
+                        help="run directory written by `run`; several are merged into one report (see --out)")
+    report.add_argument("--out", type=Path, help="merged run directory to write (default reports/merged-<hash>)")
+    report.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="report.titles=true|false, report.width=column|text, report.bands=true|false, "
+                             "TASK.headline_metric=SCORE (repeatable)")
     report.set_defaults(func=cmd_report)
 
     ls = sub.add_parser("ls", help="list tasks and the checkpoints of a checkpoints YAML")
-    ls.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS)
+    ls.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS, help="checkpoints YAML")
     ls.set_defaults(func=cmd_ls)
 
     check = sub.add_parser("validate", help="check configs, checkpoint paths and tokenizers (no model runs)")
-    check.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS)
+    check.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS, help="checkpoints YAML")
     check.add_argument("--tasks", help="task configs to check (default: all)")
-    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="TASK.KEY=VALUE")
+    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="TASK.KEY=VALUE",
+                       help="override a task setting as in `run` (repeatable)")
     check.set_defaults(func=cmd_validate)
 
+    add_gate_commands(sub)
     try:
         from meap_bench.train.command import register
     except ImportError:
@@ -92,6 +123,48 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         register(sub)
     return parser
+
+
+def add_gate_commands(sub: argparse._SubParsersAction) -> None:
+    """`baseline save` and `check`: the CI regression gate (meap_bench/gate.py, docs/ci.md)."""
+    baseline = sub.add_parser("baseline", help="save a run's headline metrics as a regression baseline")
+    actions = baseline.add_subparsers(dest="action", required=True, parser_class=Parser)
+    save = actions.add_parser("save", help="write baseline.json from a run directory",
+                              description="e.g. meap-bench baseline save reports/nightly --out baseline.json")
+    save.add_argument("run_dir", type=Path, help="run directory written by `run`")
+    save.add_argument("--out", type=Path, default=Path("baseline.json"), help="baseline file (default baseline.json)")
+    save.set_defaults(func=cmd_baseline_save)
+
+    check = sub.add_parser(
+        "check", help="fail (exit 1) when a run regresses against a baseline or a reference checkpoint",
+        description="Exit 0: no regression; 1: a significant drop beyond tolerance; 2: unusable input. e.g. "
+                    "meap-bench check reports/new --baseline baseline.json --rules gate.yaml, or "
+                    "meap-bench check reports/new --candidate meap-v2 --reference meap-v1")
+    check.add_argument("run_dir", type=Path, help="run directory to check")
+    check.add_argument("--baseline", type=Path, help="file written by `baseline save`")
+    check.add_argument("--rules", type=Path, help="YAML: alpha, checkpoints to gate, tolerances per task/metric/cell")
+    check.add_argument("--candidate", help="checkpoint of RUN_DIR to gate")
+    check.add_argument("--reference", help="checkpoint to compare with (of the baseline, or of RUN_DIR without one)")
+    check.add_argument("--junit", type=Path, help="write JUnit XML here (default RUN_DIR/gate-junit.xml)")
+    check.set_defaults(func=cmd_check)
+
+
+def cmd_baseline_save(args: argparse.Namespace) -> int:
+    from meap_bench.gate import save_baseline
+
+    baseline = save_baseline(args.run_dir, args.out)
+    print(f"baseline: {len(baseline['entries'])} entries from {args.run_dir} -> {args.out}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from meap_bench.gate import check, load_rules, report
+
+    rules = load_rules(args.rules)
+    results = check(args.run_dir, args.baseline, rules, args.candidate, args.reference)
+    if not results:
+        raise UserError(f"check: nothing to compare in {args.run_dir}; the rules gate no entry of the run")
+    return report(results, rules, args.junit or args.run_dir / "gate-junit.xml")
 
 
 def select_checkpoints(path: Path, only: str | None):
@@ -119,6 +192,44 @@ def task_configs(names: list[str], overrides: list[str]):
     return {name: load_task_config(name, parsed) for name in names}
 
 
+def report_settings(overrides: list[str]):
+    """`report --set`: figure options (report.KEY) and headline metrics (TASK.headline_metric), nothing that
+    would need inference again."""
+    from meap_bench.config import parse_override, validate
+    from meap_bench.report.style import FigureOptions
+
+    options, headline = {}, {}
+    for text in overrides:
+        task, key, value = parse_override(text)
+        if task == "report":
+            options[key] = value
+        elif key == "headline_metric" and isinstance(value, str):
+            headline[task] = value
+        else:
+            raise UserError(f"--set {task}.{key}: `report` changes only report.titles, report.width, report.bands "
+                            f"and TASK.headline_metric; other settings need `run`")
+    return validate(FigureOptions, options, "--set", "report"), headline
+
+
+def print_report(run_dir: Path, overrides: list[str] | None = None) -> None:
+    """Rebuild the report under the run directory's lock; its tables on stdout (results only), each warning
+    on stderr in one line."""
+    from meap_bench.report.build import build_report, summary_table
+    from meap_bench.report.validity import results_only
+    from meap_bench.rundir import RunLock
+
+    options, headline = report_settings(overrides or [])
+    with RunLock(run_dir):
+        PROGRESS.run_dir, PROGRESS.phase = run_dir, "report"
+        summary = build_report(run_dir, options, headline)
+    for warning in summary["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(summary_table(results_only(summary)))
+    for task, result in summary["tasks"].items():
+        if result["status"] == "all_skipped":
+            print(f"{task}: no result: every sample of every checkpoint was skipped (see summary.json)")
+
+
 def refuse_ignored_with_resume(args: argparse.Namespace) -> None:
     """`--resume` takes everything from run.json: an option it would ignore is refused, not dropped."""
     given = [flag for key, flag in RESUME_IGNORES.items() if getattr(args, key) not in (None, [])]
@@ -129,14 +240,14 @@ def refuse_ignored_with_resume(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from meap_bench.report.build import build_report, summary_table
     from meap_bench.rundir import RunLock, prepare_run_dir
     from meap_bench.runner import RunPlan, execute, plan_from_run_json
     from meap_bench.tasks import parse_task_names
 
+    fresh = frozenset(n.strip() for n in args.fresh.split(",") if n.strip())
     if args.resume:
         refuse_ignored_with_resume(args)
-        plan = plan_from_run_json(args.resume, args.device if args.device != "auto" else None)
+        plan = plan_from_run_json(args.resume, args.device if args.device != "auto" else None, fresh)
     else:
         for key, value in RUN_DEFAULTS.items():
             if getattr(args, key) is None:
@@ -146,27 +257,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         names = parse_task_names(args.tasks)
         configs = task_configs(names, args.overrides)
         checkpoints = select_checkpoints(args.checkpoints, args.only)
-        plan = RunPlan(Path(), checkpoints, configs, args.seed, args.limit, args.backend, args.device)
+        plan = RunPlan(Path(), checkpoints, configs, args.seed, args.limit, args.backend, args.device, fresh)
         plan.run_dir = prepare_run_dir(args.out, plan.default_name() if args.run_name is None else args.run_name)
+    plan.log_prompts = args.log_prompts
     with RunLock(plan.run_dir):
         PROGRESS.run_dir, PROGRESS.phase = plan.run_dir, "run"
         execute(plan)
-        PROGRESS.phase = "report"
-        summary = build_report(plan.run_dir)
-    print(summary_table(summary))
+    print_report(plan.run_dir)
     print(f"\nrun directory: {plan.run_dir}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from meap_bench.report.build import build_report, summary_table
-    from meap_bench.rundir import RunLock, read_run_json
+    run_dir = args.run_dirs[0]
+    if len(args.run_dirs) > 1:
+        from meap_bench.report.merge import merge_runs, merged_name
+        from meap_bench.rundir import prepare_run_dir
 
-    read_run_json(args.run_dir)  # a run directory, before anything is written into it
-    with RunLock(args.run_dir):
-        PROGRESS.run_dir, PROGRESS.phase = args.run_dir, "report"
-        summary = build_report(args.run_dir)
-    print(summary_table(summary))
+        out = args.out or prepare_run_dir(args.run_dirs[0].parent, merged_name(args.run_dirs))
+        run_dir = merge_runs(args.run_dirs, out)
+        print(f"merged {len(args.run_dirs)} runs into {run_dir}")
+    elif args.out:
+        raise UserError("report --out: give it with two or more run directories to merge")
+    from meap_bench.rundir import read_run_json
+
+    read_run_json(run_dir)  # a run directory, before anything is written into it
+    print_report(run_dir, args.overrides)
     return 0
 
 
@@ -184,7 +300,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from meap_bench.backends.hf import check_weight_files, load_checkpoint_tokenizer
+    from meap_bench.backends.common import check_weight_files, load_checkpoint_tokenizer
     from meap_bench.tasks import TASKS, parse_task_names
 
     names = parse_task_names(args.tasks) if args.tasks else sorted(TASKS)

@@ -5,10 +5,19 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, PositiveInt, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
 
 from meap_bench.errors import UserError
 from meap_bench.rundir import name_problem
@@ -17,10 +26,30 @@ TRAIN_METADATA = "meap_bench_train.json"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
+T = TypeVar("T")
+
+
+def one_as_list(value: Any) -> Any:
+    """A single scalar where a list is expected is a one-element list (`--set needle.depths=50`)."""
+    return [value] if isinstance(value, (str, int, float)) and not isinstance(value, bool) else value
+
+
+OneOrMore = Annotated[list[T], BeforeValidator(one_as_list)]  # the type of every list-valued setting
+
+
 class Strict(BaseModel):
     """Base for every config schema: unknown keys are errors, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class VLLMSettings(Strict):
+    """Engine settings of `--backend vllm` for one checkpoint (vLLM's `LLM` arguments of the same names)."""
+
+    tensor_parallel_size: PositiveInt = 1
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    max_model_len: PositiveInt | None = None  # default: the checkpoint's max_length, else its config's
+    data_parallel_size: PositiveInt = 1
 
 
 class Checkpoint(Strict):
@@ -33,6 +62,7 @@ class Checkpoint(Strict):
     tokenizer: str | None = None
     chat_template: bool = False
     batch_size: PositiveInt = 8
+    vllm: VLLMSettings | None = None
 
     @field_validator("name", "pair")
     @classmethod
@@ -43,9 +73,13 @@ class Checkpoint(Strict):
             raise ValueError(problem)
         return value
 
-    @property
-    def is_local(self) -> bool:
-        return Path(self.path).exists()
+    @model_serializer(mode="wrap")
+    def _without_unset_vllm(self, handler: Any) -> dict[str, Any]:
+        """Leave out `vllm: null`, so that the identity of runs recorded before it existed is unchanged."""
+        data = handler(self)
+        if data.get("vllm") is None:
+            data.pop("vllm", None)
+        return data
 
 
 def read_yaml(path: Path) -> Any:
@@ -65,11 +99,16 @@ def read_yaml(path: Path) -> Any:
         raise UserError(f"{path}: invalid YAML{where}: {problem}; fix the syntax") from None
 
 
+def error_location(error: Any) -> str:
+    """`a.b.0` from a pydantic error's location, without the names pydantic gives union members."""
+    parts = [str(p) for p in error["loc"]]
+    return ".".join(p for p in parts if "[" not in p and not p[:1].isupper() and not p.startswith("function-"))
+
+
 def describe_validation_error(err: ValidationError, prefix: str) -> str:
     """The first problem of a pydantic error as one line: where, what value, what was expected."""
     first = max(err.errors(), key=lambda e: len(e["loc"]))  # in a union, the member the input was meant for
-    parts = [str(p) for p in first["loc"]]
-    loc = ".".join(p for p in parts if "[" not in p and not p[:1].isupper() and not p.startswith("function-"))
+    loc = error_location(first)
     if first["type"] == "extra_forbidden":
         return f"{prefix}: unknown key '{loc}'"
     if first["type"] == "missing":
@@ -198,16 +237,20 @@ def pairs_of(checkpoints: list[Checkpoint]) -> dict[str, dict[str, str]]:
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
-    """`task.key=value` -> (task, key, value); `a,b` becomes a list; values are parsed as YAML scalars."""
+    """`task.key=value` -> (task, key, value), the value read by `parse_value`."""
     if "=" not in text or "." not in text.split("=", 1)[0]:
         raise UserError(f"--set '{text}': expected TASK.KEY=VALUE, e.g. --set needle.context_lengths=128,256")
     lhs, raw = text.split("=", 1)
     task, key = lhs.split(".", 1)
+    return task, key, parse_value(raw, text)
+
+
+def parse_value(raw: str, context: str) -> Any:
+    """The value of a `--set` (evaluation or training): `a,b` is a list, anything else a YAML scalar (or a
+    YAML flow list/mapping when it starts with `[` or `{`)."""
     if "," in raw and not raw.lstrip().startswith(("[", "{")):
-        value: Any = [parse_scalar(part, text) for part in raw.split(",")]
-    else:
-        value = parse_scalar(raw, text)
-    return task, key, value
+        return [parse_scalar(part, context) for part in raw.split(",")]
+    return parse_scalar(raw, context)
 
 
 def parse_scalar(raw: str, context: str) -> Any:

@@ -19,6 +19,7 @@ from meap_bench.errors import UserError
 from meap_bench.faults import fault_point
 from meap_bench.rundir import fsync_dir
 
+DUMPS = partial(json.dumps, ensure_ascii=False)
 SCHEMA_VERSION = 2  # bump when a field changes meaning; records of another version are refused on read
 Status = Literal["ok", "skipped"]
 
@@ -48,6 +49,7 @@ class Record:
     skip_reason: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    capabilities: list[str] = field(default_factory=list)  # the backend's declared capabilities (backends.REGISTRY)
     schema: int = SCHEMA_VERSION
 
     @property
@@ -166,7 +168,7 @@ class RecordWriter:
         self.handle = open(path, "a", encoding="utf-8")
         if not existed:  # the new file's directory entry must survive a power loss too
             fsync_dir(path.parent)
-        self.writer = jsonlines.Writer(self.handle, compact=True, dumps=partial(json.dumps, ensure_ascii=False))
+        self.writer = jsonlines.Writer(self.handle, compact=True, dumps=DUMPS)
 
     def write(self, records: list[Record]) -> None:
         if not records:
@@ -187,3 +189,17 @@ class RecordWriter:
         except OSError:
             if not self.failed:  # after a failed write, the same failure again adds nothing
                 raise
+
+
+def replace_records(path: Path, records: list[Record]) -> None:
+    """Replace a records file in one step (written beside it, fsynced, renamed over it): a crash leaves
+    the old file or the new one, never a mix. Only for moving records aside; runs append."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        with jsonlines.Writer(handle, compact=True, dumps=DUMPS) as writer:
+            writer.write_all(asdict(r) for r in records)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)

@@ -25,17 +25,18 @@ TEXT = (
 )
 
 
-def build_tokenizer(folder: Path, vocab_size: int = 400):
-    """A byte-level BPE with `[MASK]` declared at training time, saved as a HF tokenizer folder."""
+def build_tokenizer(folder: Path, vocab_size: int = 400, texts: list[str] | None = None,
+                    special_tokens: tuple[str, ...] = ("<s>", "</s>", "[MASK]")):
+    """A byte-level BPE (by default with `[MASK]` declared at training time), saved as a HF tokenizer folder."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "</s>", "[MASK]"],
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(special_tokens),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator([TEXT] * 20, trainer)
+    tok.train_from_iterator(texts or [TEXT] * 20, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
     fast.save_pretrained(folder)
     return fast

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -35,6 +37,29 @@ def test_stop_strings_cut_the_output(tiny_pair):
     stop = full[3:5]
     cut = b.generate([GenRequest(ids, 12, (stop,))])[0].text
     assert cut == full[: full.index(stop)]
+
+
+def test_each_row_stops_at_its_own_stop_strings_and_length(tiny_pair):
+    """One batch mixing requests with different stop strings and lengths: every output equals running that
+    request alone (a row is not cut at another row's stop string), and the batch ends when every row has."""
+    b = backend(tiny_pair["ntp"])
+    prompt_a, prompt_b = (b.tokenizer(p)["input_ids"] for p in PROMPTS[:2])
+    full_a = b.generate([GenRequest(prompt_a, 12)])[0]
+    stop = next(m.group() for m in re.finditer("[a-z]{2}", full_a.text))  # early in A's output
+    assert len(full_a.token_ids) == 12 and full_a.text.index(stop) < len(full_a.text) // 2
+    requests = [GenRequest(prompt_a, 12), GenRequest(prompt_b, 4, (stop,)), GenRequest(prompt_a, 12, (stop,)),
+                GenRequest(prompt_b, 3)]
+    single = [b.generate([r])[0] for r in requests]
+    assert single[0] == full_a and stop not in single[2].text and len(single[2].token_ids) < 12
+    forwards = []
+    hook = b.model.register_forward_hook(lambda *_: forwards.append(1))
+    try:
+        assert b.generate(requests) == single
+        forwards.clear()
+        b.generate(requests[2:])  # one row ends at its stop string, the other after 3 tokens: no 12-token run
+        assert len(forwards) == max(len(o.token_ids) for o in single[2:]) < 12
+    finally:
+        hook.remove()
 
 
 def test_loglikelihood_equals_hand_computed_sum(tiny_pair):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import lm_eval
 import pytest
+from conftest import build_model, build_tokenizer
 from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 
@@ -30,24 +31,10 @@ def plain_checkpoint(tmp_path_factory) -> Path:
     """A tiny random Llama whose tokenizer (trained on the local task texts) has no [MASK] and whose
     embedding has no padding rows: the real vocabulary is the whole vocabulary, so our scores must
     equal lm-eval's `hf` model's exactly (up to float noise)."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
     folder = tmp_path_factory.mktemp("plain")
     texts = [line for f in sorted(LOCAL.glob("*.jsonl")) for line in f.read_text().splitlines()]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=600, special_tokens=["<s>", "</s>"],
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    fast.save_pretrained(folder)
+    tokenizer = build_tokenizer(folder, vocab_size=600, texts=texts, special_tokens=("<s>", "</s>"))
+    build_model(folder, tokenizer, len(tokenizer), seed=0, max_positions=256)
     return folder
 
 
@@ -145,8 +132,9 @@ def test_commonsense_run_writes_lm_eval_outputs_records_and_table(checkpoints_ya
                 assert "acc_norm" in first.scores
     table = (run_dir / "tables" / "commonsense_tasks.md").read_text()
     for text in ("meap_arc_mini acc_norm", "meap_boolq_mini acc", "average (acc_norm, else acc)",
-                 "pair tiny: MEAP-NTP", " ± "):
+                 "pair tiny: MEAP-NTP", " ± ", "95% CI over documents"):
         assert text in table and text in printed
+    assert_headline_is_the_papers_average(json.loads((run_dir / "summary.json").read_text()), records, printed)
 
     before = (run_dir / "records.jsonl").read_bytes()
     results_files = sorted(run_dir.glob("lm_eval/*/*/results.json"))
@@ -160,6 +148,27 @@ def test_commonsense_run_writes_lm_eval_outputs_records_and_table(checkpoints_ya
     assert (run_dir / "records.jsonl").read_bytes() == before and results_files[0].is_file()
     assert [p.stat().st_mtime_ns for p in results_files[1:]] == stamps[1:]
     capsys.readouterr()
+
+
+def assert_headline_is_the_papers_average(summary: dict, records: list, printed: str) -> None:
+    """Headline and pair delta: the unweighted mean over lm-eval tasks of acc_norm where a task has it and
+    acc where it does not (BoolQ), not a pool of documents that drops BoolQ."""
+    def task_means(checkpoint: str) -> dict[str, float]:
+        mine = [r for r in records if r.checkpoint == checkpoint]
+        return {task: sum(r.scores.get("acc_norm", r.scores["acc"]) for r in docs) / len(docs)
+                for task in LOCAL_TASKS if (docs := [r for r in mine if r.cell["lm_eval_task"] == task])}
+
+    result = summary["tasks"]["commonsense"]
+    means = {c: task_means(c) for c in ("tiny-ntp", "tiny-meap")}
+    for row in result["checkpoints"]:
+        assert row["acc_norm"] == pytest.approx(sum(means[row["checkpoint"]].values()) / len(LOCAL_TASKS))
+    pair = next(p for p in result["pairs"] if p["metric"] == "acc_norm")
+    deltas = [means["tiny-meap"][t] - means["tiny-ntp"][t] for t in LOCAL_TASKS]
+    assert pair["meap_minus_ntp"] == pytest.approx(sum(deltas) / len(deltas))
+    assert pair["n_items"] == 2 * 12 and pair["n"] == 2 * 12 and pair["ci95_low"] <= pair["ci95_high"]
+    assert result["headline"].startswith("acc_norm where a task reports it, else acc; unweighted")
+    assert f"MEAP - NTP acc_norm = {pair['meap_minus_ntp']:+.3f}, 95% CI" in printed
+    assert "n = 24 items / 24 samples" in printed
 
 
 def mean_stderr_of(values: list[float]) -> float:

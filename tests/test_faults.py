@@ -25,7 +25,7 @@ from meap_bench.records import read_records
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = ["--tasks", "needle", "--set", "needle.context_lengths=64,256", "--set", "needle.haystack=noise",
-        "--set", "needle.needle=sandwich",
+        "--set", "needle.needle=sandwich", "--set", "needle.depths=0,25,50,75,100",
         "--limit", "2", "--device", "cpu"]
 TOTAL = 2 * 2 * 5 * 2  # checkpoints x lengths x depths x samples
 MIN_KILLS = 24
@@ -226,6 +226,8 @@ def test_two_writers_on_one_run_directory_exactly_one_proceeds(checkpoints_yaml,
         assert loser.exitcode == 1 and err.count("\n") == 1, err
         assert f"is in use by another meap-bench process (PID {holder.pid})" in err
 
+        while time.time() < deadline and not (run_dir / "records.jsonl").is_file():
+            time.sleep(0.1)  # the holder has written run.json and its first batch
         assert main(["report", str(run_dir)]) == 1  # the report's writes wait for the run too
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"(PID {holder.pid})" in err

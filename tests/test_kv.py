@@ -16,6 +16,7 @@ from meap_bench.errors import UserError
 from meap_bench.records import read_records
 from meap_bench.tasks.base import ModelContext, Sample
 from meap_bench.tasks.kv import KvConfig, KvTask
+from meap_bench.tasks.positions import spread_positions
 from meap_bench.tokenization import load_tokenizer
 
 LIM_DIR = SHARED / "data" / "lost-in-the-middle"
@@ -101,6 +102,35 @@ def test_metric_is_the_gold_value_in_the_output():
     assert task.score(sample, f"The value is {value}.", [])["contains"] == 1.0
     assert task.score(sample, value[:-1], [])["contains"] == 0.0
     assert task.score(sample, None, [])["contains"] == 0.0
+    # as scripts/evaluate_kv_responses.py: ignoring case, anywhere in the whole output (not the first line)
+    assert task.score(sample, f"Sure.\nThe value is {value.upper()}", [])["contains"] == 1.0
+
+
+def test_defaults_follow_the_reference_generation(tokenizer):
+    """100 new tokens and no stop string: the reference generates 100 tokens and scores all of them."""
+    samples = list(KvTask(KvConfig(n_pairs=[4], samples_per_cell=1), seed=0).samples(ModelContext(tokenizer, 10**5)))
+    assert samples and all(s.max_new_tokens == 100 and s.stop == () for s in samples)
+    auto = list(KvTask(KvConfig(n_pairs=[4], samples_per_cell=1, max_new_tokens="auto"), seed=0)
+                .samples(ModelContext(tokenizer, 10**5)))
+    assert all(s.max_new_tokens < 100 for s in auto)  # `auto` (gold value + 8 tokens) stays an option
+
+
+@pytest.mark.parametrize(("n", "count", "expected"), [
+    (75, 4, [1, 25, 50, 75]),                     # the reference's gold indices 0, 24, 49, 74
+    (140, 5, [1, 35, 70, 105, 140]),              # 0, 34, 69, 104, 139 (EXPERIMENTS.md)
+    (300, 7, [1, 50, 100, 150, 200, 250, 300]),
+    (20, 5, [1, 5, 10, 15, 20]),                  # the multi-document positions
+    (3, 4, [1, 2, 3]), (1, 4, [1]), (10, 1, [1]),
+])
+def test_auto_positions_are_the_references(n, count, expected):
+    assert spread_positions(n, count) == expected
+
+
+@pytest.mark.skipif(not KV_75.is_file(), reason="../shared/data absent")
+def test_auto_positions_on_the_75_key_file(tokenizer):
+    config = KvConfig(source="official", data_dir=str(LIM_DIR), n_pairs=[75], samples_per_cell=1)
+    samples = list(KvTask(config, seed=0).samples(ModelContext(tokenizer, 10**5)))
+    assert [s.cell["position"] for s in samples] == [1, 25, 50, 75]
 
 
 def test_run_writes_kv_curves_and_tables(checkpoints_yaml, tmp_path, capsys):

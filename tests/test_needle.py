@@ -1,10 +1,14 @@
-"""Needle construction: token-exact fit, depth within one sentence, determinism, skipped cells."""
+"""Needle construction: token-exact fit, depth within one sentence, determinism, skipped cells; the
+length-normalised `rank` score."""
 
 from __future__ import annotations
 
 import pytest
 from conftest import LLAMA_TOKENIZER
 
+from meap_bench.backends.base import LLOutput
+from meap_bench.config import validate
+from meap_bench.errors import UserError
 from meap_bench.tasks import ModelContext
 from meap_bench.tasks.needle import Grid, NeedleConfig, NeedleTask
 from meap_bench.tokenization import load_tokenizer
@@ -99,3 +103,29 @@ def test_chat_template_wraps_the_question_and_keeps_the_answer_prefix(tiny_pair,
     assert "<|assistant|>Answer: The special magic number for" in sample.prompt_text
     assert len(sample.prompt_ids) + sample.max_new_tokens <= 256
     assert sample.prompt_ids == tokenizer(sample.prompt_text, add_special_tokens=False)["input_ids"]
+
+
+def test_rank_is_per_token_so_the_longest_gold_can_win(tiny_pair, haystack_dir):
+    """The sandwich gold is the longest candidate in tokens: with summed log-probabilities it lost to every
+    distractor even when the model preferred it at every token (rank 0 for every model, below chance)."""
+    tokenizer = load_tokenizer(tiny_pair["ntp"])
+    sample = build(tokenizer, haystack_dir, 512, context_lengths=[256], depths=[50], needle="sandwich")[0]
+    gold, *others = (len(ids) for ids in sample.choices)
+    assert others and gold > max(others)
+    # a model that gives the gold -1.0 nats per token and every distractor -1.2 nats per token
+    choices = [LLOutput(-1.0 * gold, False)] + [LLOutput(-1.2 * n, False) for n in others]
+    task = NeedleTask(NeedleConfig(needle="sandwich"), seed=0)
+    scores = task.score(sample, "", choices)
+    assert scores["rank"] == 1.0 and scores["answer_logprob"] == -1.0 * gold  # answer_logprob stays summed
+    worse = [LLOutput(-1.3 * gold, False)] + choices[1:]
+    assert task.score(sample, "", worse)["rank"] == 0.0
+
+
+def test_rank_is_omitted_without_distractors(tiny_pair, haystack_dir):
+    tokenizer = load_tokenizer(tiny_pair["ntp"])
+    sample = build(tokenizer, haystack_dir, 512, context_lengths=[256], depths=[50], distractors=0)[0]
+    assert len(sample.choices) == 1
+    scores = NeedleTask(NeedleConfig(distractors=0), seed=0).score(sample, "", [LLOutput(-3.0, True)])
+    assert "rank" not in scores and scores["answer_greedy"] == 1.0
+    with pytest.raises(UserError, match="needle.distractors: 0 is invalid .*rank needs distractors > 0"):
+        validate(NeedleConfig, {"headline_metric": "rank", "distractors": 0}, "tasks/needle.yaml", "needle")

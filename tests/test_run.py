@@ -15,7 +15,7 @@ from meap_bench.records import read_records
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = ["--set", "needle.context_lengths=128,256", "--set", "needle.depths=0,50,100",
-        "--set", "needle.haystack=noise"]
+        "--set", "needle.haystack=noise", "--set", "needle.samples_per_cell=5"]
 
 
 def run_args(checkpoints_yaml: Path, out: Path, name: str, *extra: str) -> list[str]:
@@ -32,13 +32,14 @@ def test_run_writes_everything_and_rerun_computes_nothing(checkpoints_yaml, tmp_
     assert all(r.prompt_tokens + 16 <= r.cell["length"] for r in records)
     run = json.loads((run_dir / "run.json").read_text())
     assert set(run["fingerprints"]) == {"tiny-ntp", "tiny-meap"} and run["seed"] == 0
-    for name in ["needle_cells", "needle_summary", "needle_pairs"]:
+    for name in ["needle_cells", "needle_summary", "needle_pairs", "needle_pairs_cells"]:
         assert (run_dir / "tables" / f"{name}.md").is_file() and (run_dir / "tables" / f"{name}.csv").is_file()
     for name in ["needle_heatmap_tiny-ntp", "needle_heatmap_tiny-meap", "needle_pair_tiny"]:
         assert (run_dir / "figures" / f"{name}.png").stat().st_size > 0
         assert (run_dir / "figures" / f"{name}.pdf").is_file()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["tasks"]["needle"]["pairs"][0]["n"] == 30
+    assert_paired_statistics(summary["tasks"]["needle"], capsys.readouterr().out, cells=6, items=5)
 
     before = (run_dir / "records.jsonl").read_bytes()
     tables = {p.name: p.read_bytes() for p in (run_dir / "tables").iterdir()}
@@ -47,6 +48,21 @@ def test_run_writes_everything_and_rerun_computes_nothing(checkpoints_yaml, tmp_
     assert main(["report", str(run_dir)]) == 0
     assert {p.name: p.read_bytes() for p in (run_dir / "tables").iterdir()} == tables
     capsys.readouterr()
+
+
+def assert_paired_statistics(result: dict, printed: str, cells: int, items: int) -> None:
+    """summary.json and the printed summary give, per pair, delta, item-clustered 95% interval, p-value and
+    distinct items; the per-cell table adds McNemar / permutation p and Holm's adjustment over the grid."""
+    metric = result["headline_metric"]
+    pair = next(p for p in result["pairs"] if p["metric"] == metric)
+    assert pair["n_items"] == items and pair["resampled"] == "item"
+    assert pair["ci95_low"] <= pair["meap_minus_ntp"] <= pair["ci95_high"] and 0 < pair["p_value"] <= 1
+    assert f"MEAP - NTP {metric} = {pair['meap_minus_ntp']:+.3f}, 95% CI [{pair['ci95_low']:+.3f}, " in printed
+    assert "(bootstrap over items), p = " in printed and f"n = {items} items / {pair['n']} samples" in printed
+    per_cell = [p for p in result["pairs_cells"] if p["metric"] == metric]
+    assert len(per_cell) == cells and all(p["n_items"] == items for p in per_cell)
+    assert {p["test"] for p in per_cell} <= {"McNemar exact", "sign-flip permutation"}
+    assert all(p["p_value"] <= p["p_holm"] <= min(1.0, cells * p["p_value"]) + 1e-12 for p in per_cell)
 
 
 def test_skipped_cells_are_recorded_and_marked(checkpoints_yaml, tmp_path):

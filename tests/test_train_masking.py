@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 
 import pytest
 import torch
@@ -53,13 +54,35 @@ def test_official_mode_shares_columns_and_cycles_every_51_steps():
     masked = step3["input_ids"] == MASK
     assert (masked == masked[0]).all()  # same columns in every row
     assert masked[0].nonzero().flatten().tolist() == official_positions(3, L, 0.15)
-    assert len(official_positions(3, L, 0.15)) == int(L * 0.15)
-    assert max(official_positions(3, L, 0.15)) < L - 1
+    assert len(official_positions(3, L, 0.15)) == int((L - 1) * 0.15)
+    assert max(official_positions(3, L, 0.15)) < L - 2
     patterns = [tuple(official_positions(s, L, 0.15)) for s in range(102)]
     assert patterns[:51] == patterns[51:]
     assert len(set(patterns)) == 51
     step54 = MeapCollator(MASK, 0.15, "official", global_batch=gb)(_features(gb, start=54 * gb))
     assert torch.equal(step54["input_ids"] == MASK, masked)
+
+
+def reference_mask_positions(step_count: int, block_size: int, mask_ratio: float) -> list[int]:
+    """Transcribed from scitix/MEAP MEAP-Pretain/pretrained/meap_1b.py `train` (global `random` there):
+    `input_ids = train_data[:, 0:block_size]` of rows of block_size + 1 tokens."""
+    rnd = random.Random()
+    rnd.seed(50 + (step_count % 51))  # get_cycled_seed
+    num_masks = max(1, int(block_size * mask_ratio))
+    return rnd.sample(range(0, block_size - 1), num_masks)
+
+
+@pytest.mark.parametrize(("block", "ratio"), [(4096, 0.15), (1023, 0.15), (199, 0.1), (4, 0.15)])
+def test_official_mode_equals_the_official_code(block, ratio):
+    """Our rows carry block + 1 tokens (inputs and the last target), as the official rows do."""
+    gb = 2
+    for step in (0, 7, 50, 51):
+        batch = MeapCollator(MASK, ratio, "official", global_batch=gb)(_features(gb, start=step * gb,
+                                                                                 length=block + 1))
+        masked = (batch["input_ids"] == MASK)
+        expected = sorted(reference_mask_positions(step, block, ratio))
+        assert masked[0].nonzero().flatten().tolist() == masked[1].nonzero().flatten().tolist() == expected
+    assert len(expected) == max(1, int(block * ratio))  # at least one mask (block 4 at 15%: one)
 
 
 @pytest.mark.parametrize("sampling", ["per-sequence", "official"])

@@ -14,11 +14,52 @@ EOS, MASK = 0, 2
 PROMPT = list(range(100, 110))
 
 
-def _rows(n_answer: int, variant: str, ratio: float = 0.1, mask_id: int | None = MASK):
+def _rows(n_answer: int, variant: str, ratio: float = 0.1, mask_id: int | None = MASK, max_len: int = 4096,
+          prompt: list[int] = PROMPT, seed: int = 0):
     answer = list(range(1000, 1000 + n_answer))
-    return answer, sft_rows(
-        PROMPT, answer, eos=EOS, mask_id=mask_id, variant=variant, ratio=ratio, min_answer=50, rng=random.Random(0)
-    )
+    return answer, sft_rows(prompt, answer, eos=EOS, mask_id=mask_id, variant=variant, ratio=ratio, min_answer=50,
+                            max_len=max_len, rng=random.Random(seed))
+
+
+def reference_masked_row(source_ids, target_ids, max_length, mask_ratio, rng):
+    """Transcribed from scitix/MEAP MEAP-SFT/MEAP-SFT.py `preprocess_function` (the second loop; global
+    `random` there, `MASK`/`EOS` for the tokenizer's ids)."""
+    full_sequence = source_ids + target_ids
+    if len(target_ids) > 50:
+        target_start = len(source_ids)
+        target_end = min(len(full_sequence), max_length - 1)
+        actual_target_length = target_end - target_start
+        num_masks = max(1, int(actual_target_length * mask_ratio))
+        mask_positions = rng.sample(range(target_start, target_end), num_masks)
+        masked_sequence = full_sequence[:target_end].copy()
+        masked_labels = [-100] * len(masked_sequence)
+        for pos in mask_positions:
+            masked_sequence[pos] = MASK
+            masked_labels[pos] = full_sequence[pos]
+        masked_sequence.append(EOS)
+        masked_labels.append(-100)
+        return {"input_ids": masked_sequence, "labels": masked_labels}
+    return None
+
+
+@pytest.mark.parametrize(("n_answer", "ratio", "max_len"), [(80, 0.1, 4096), (51, 0.01, 4096), (300, 0.1, 120),
+                                                             (60, 0.1, 64)])
+def test_separate_row_copy_equals_the_official_code(n_answer, ratio, max_len):
+    """max(1, int(n * P)) masks among the n answer tokens that fit `max_len - 1`, drawn as the official code
+    draws them (the same seeded `random` gives the same positions)."""
+    answer, rows = _rows(n_answer, "separate-row", ratio=ratio, max_len=max_len, seed=5)
+    assert rows[-1] == reference_masked_row(PROMPT, answer, max_len, ratio, random.Random(5))
+    assert sum(t == MASK for t in rows[-1]["input_ids"]) == max(1, int((min(n_answer, max_len - 11)) * ratio))
+
+
+def test_rows_without_targets_are_dropped():
+    """As the official `filter_empty_labels`: a prompt that fills the row leaves no answer token to learn."""
+    long_prompt = list(range(100, 200))
+    for variant in ("concat", "separate-row"):
+        assert _rows(80, variant, max_len=100, prompt=long_prompt)[1] == []
+        assert _rows(80, variant, max_len=100, prompt=long_prompt, mask_id=None)[1] == []
+    _, rows = _rows(80, "separate-row", max_len=101, prompt=long_prompt)  # one answer token fits: no copy
+    assert len(rows) == 1 and rows[0]["labels"][-1] == 1000 and MASK not in rows[0]["input_ids"]
 
 
 def test_concat_layout_and_labels():
@@ -91,3 +132,17 @@ def test_load_records_and_collator(tmp_path):
     assert batch["input_ids"].shape == (2, 2)
     assert batch["attention_mask"].sum().item() == 3
     assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE).all()
+
+
+def test_sft_recipe_defaults_to_the_official_mask_ratio(tmp_path):
+    from meap_bench.train.recipe import SFT_MASK_RATIO, load_recipe
+
+    path = tmp_path / "s.yaml"
+    path.write_text("stage: sft\ninit: checkpoints/tiny-ntp\ndata: {sft_path: x.jsonl}\n")
+    assert SFT_MASK_RATIO == 0.1 and load_recipe(path).mask_ratio == 0.1  # MEAP-SFT.py `mask_ratio` default
+    assert load_recipe(path, sets=["mask_ratio=0.2"]).mask_ratio == 0.2
+    assert load_recipe(path, {"mask_ratio": 0.05}).mask_ratio == 0.05
+    pretrain = tmp_path / "p.yaml"
+    pretrain.write_text("stage: pretrain\n")
+    assert load_recipe(pretrain).mask_ratio == 0.15
+    assert load_recipe(pretrain, {"stage": "sft", "init": "m"}, ["data.sft_path=x"]).mask_ratio == 0.1

@@ -2,41 +2,51 @@
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import pickle
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from itertools import takewhile
 from typing import TypeVar
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from transformers import (
-    AutoConfig,
     AutoModelForCausalLM,
     GenerationConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
 )
 
-from meap_bench.backends.base import GenOutput, GenRequest, LLOutput, LLRequest, cut_at_stop
+from meap_bench.backends.base import (
+    ATTENTION,
+    PREFIX_REUSE,
+    REAL_VOCAB,
+    AttnOutput,
+    AttnRequest,
+    GenOutput,
+    GenRequest,
+    LLOutput,
+    LLRequest,
+    cut_at_stop,
+)
+from meap_bench.backends.common import (
+    check_weight_files,
+    fingerprint_dir,
+    load_checkpoint_tokenizer,
+    load_model_config,
+    local_snapshot,
+    resolve_device,
+)
 from meap_bench.config import Checkpoint
 from meap_bench.errors import UserError
 from meap_bench.faults import fault_point
-from meap_bench.tokenization import excluded_token_ids, load_tokenizer
+from meap_bench.tokenization import excluded_token_ids
 
 R = TypeVar("R")
 Out = TypeVar("Out")
-FINGERPRINT_FILES = ("config.json", "*.safetensors", "*.bin", "tokenizer*", "special_tokens_map.json")
-FULL_HASH_LIMIT = 256 << 20
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is visible; use --device cpu or auto")
-    return torch.device(device)
+MIN_PREFIX = 32  # shared prompt tokens worth a separate prefill
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -47,74 +57,64 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return getattr(torch, name)
 
 
-def fingerprint_dir(path: Path) -> str:
-    """sha256 over the weights, config and tokenizer files (files over 256 MiB: size + first/last
-    16 MiB, so that a 15 GB checkpoint is identified in seconds)."""
-    digest = hashlib.sha256()
-    files = sorted({f for pattern in FINGERPRINT_FILES for f in path.glob(pattern) if f.is_file()})
-    for file in files:
-        size = file.stat().st_size
-        digest.update(f"{file.name}:{size}:".encode())
-        with open(file, "rb") as handle:
-            if size <= FULL_HASH_LIMIT:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-            else:
-                digest.update(handle.read(16 << 20))
-                handle.seek(size - (16 << 20))
-                digest.update(handle.read())
-    return digest.hexdigest()[:16]
+def shared_prefix(sequences: list[Sequence[int]]) -> int:
+    """How many leading tokens all sequences share."""
+    shared = 0
+    for column in zip(*sequences, strict=False):
+        if any(t != column[0] for t in column):
+            break
+        shared += 1
+    return shared
 
 
-def local_snapshot(name_or_path: str) -> Path:
-    if Path(name_or_path).exists():
-        return Path(name_or_path)
-    from huggingface_hub import snapshot_download
+class RowEnds(StoppingCriteria):
+    """Where each row of a batch ends: after the token that completes one of its own stop strings, at its own
+    max_new_tokens, or before EOS. `transformers` pads a row once it has ended and stops when all have."""
 
-    return Path(snapshot_download(name_or_path, local_files_only=True))
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, requests: list[GenRequest], width: int) -> None:
+        self.tokenizer, self.requests, self.width = tokenizer, requests, width
+        self.eos = tokenizer.eos_token_id
+        self.ends: list[int | None] = [None] * len(requests)  # new tokens kept, once a row has ended
 
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor | None, **kwargs) -> torch.BoolTensor:
+        new = input_ids[:, self.width:].tolist()
+        for row, request in enumerate(self.requests):
+            if self.ends[row] is not None:
+                continue
+            tokens = new[row]
+            if tokens[-1] == self.eos:
+                self.ends[row] = len(tokens) - 1
+            elif len(tokens) >= request.max_new_tokens or (
+                    request.stop and any(s in self.tokenizer.decode(tokens, skip_special_tokens=True)
+                                         for s in request.stop)):
+                self.ends[row] = len(tokens)
+        return torch.tensor([end is not None for end in self.ends], device=input_ids.device)
 
-def check_weight_files(folder: Path, name: str) -> None:
-    """Read every safetensors header now (milliseconds), so that a truncated or corrupt file is named
-    before the run starts rather than when the weights load."""
-    for file in sorted(folder.glob("*.safetensors")):
-        try:
-            with safe_open(str(file), framework="pt"):
-                pass
-        except (SafetensorError, OSError) as err:
-            raise UserError(f"checkpoint '{name}': {file} is damaged or incomplete ({err}); copy or download "
-                            f"it again") from None
-
-
-def load_checkpoint_tokenizer(checkpoint: Checkpoint) -> PreTrainedTokenizerBase:
-    try:
-        return load_tokenizer(checkpoint.tokenizer or checkpoint.path)
-    except (OSError, ValueError, TypeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        source = checkpoint.tokenizer or checkpoint.path
-        if not Path(source).exists():  # taken for a hub id: it may as well be a mistyped folder
-            raise UserError(f"checkpoint '{checkpoint.name}': '{source}' is not a local folder, and as a hub id it "
-                            f"cannot be loaded ({first}); fix the path, or check the hub id and the network"
-                            ) from None
-        raise UserError(f"checkpoint '{checkpoint.name}': cannot load its tokenizer ({first}); "
-                        f"set 'tokenizer:' to a folder with tokenizer files") from None
+    def kept(self, row: int, generated: int) -> int:
+        """New tokens to keep of a row (all `generated` if generation ended for another reason)."""
+        end = self.ends[row]
+        return generated if end is None else end
 
 
 class HFBackend:
     """Tokenizer, config and fingerprint are read at once; the weights load on first use, so a resumed
     run whose samples are all recorded never loads them."""
 
-    def __init__(self, checkpoint: Checkpoint, device: str = "auto") -> None:
+    capabilities = frozenset({ATTENTION, REAL_VOCAB, PREFIX_REUSE})
+
+    def __init__(self, checkpoint: Checkpoint, device: str = "auto", equal_length: bool = False,
+                 prefix_reuse: bool = False) -> None:
+        """`equal_length`: a batch holds prompts of one length only (no padding, so no padding mask and
+        the fused SDPA/flash kernels apply); `prefix_reuse`: a generation batch whose prompts share a prefix
+        prefills it once. Both give the outputs of the plain path (tested); off, batches are as before."""
+        self.equal_length, self.prefix_reuse = equal_length, prefix_reuse
         self.name = checkpoint.name
         self.checkpoint = checkpoint
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(checkpoint.dtype, self.device)
         self.batch_size = checkpoint.batch_size
         self.tokenizer = load_checkpoint_tokenizer(checkpoint)
-        try:
-            config = AutoConfig.from_pretrained(checkpoint.path)
-        except (OSError, ValueError) as err:
-            raise UserError(f"checkpoint '{checkpoint.name}': cannot read config.json ({err})") from None
+        config = load_model_config(checkpoint)
         self.max_length = checkpoint.max_length or int(config.max_position_embeddings)
         self.fingerprint = fingerprint_dir(local_snapshot(checkpoint.path))
         check_weight_files(local_snapshot(checkpoint.path), checkpoint.name)
@@ -122,10 +122,6 @@ class HFBackend:
         tok = self.tokenizer
         self.pad_id = next(i for i in (tok.pad_token_id, tok.eos_token_id, 0) if i is not None)
         self._model: PreTrainedModel | None = None
-
-    @classmethod
-    def load(cls, checkpoint: Checkpoint, device: str = "auto") -> HFBackend:
-        return cls(checkpoint, device)
 
     @property
     def model(self) -> PreTrainedModel:
@@ -152,14 +148,20 @@ class HFBackend:
         return logits.float().masked_fill(self.excluded, float("-inf"))
 
     def batched(self, items: Sequence[R], length: Callable[[R], int],
-                run: Callable[[list[R]], list[Out]]) -> list[Out]:
+                run: Callable[[list[R]], list[Out]], key: Callable[[R], Sequence[int]] | None = None) -> list[Out]:
         """Run `items` longest first in batches, halving the batch on CUDA out-of-memory; results come
-        back in the original order."""
-        order = sorted(range(len(items)), key=lambda i: -length(items[i]))
+        back in the original order. With `equal_length`, a batch never mixes lengths; `key` orders items
+        of one length (by their ids, so that prompts sharing a prefix meet in one batch)."""
+        order = sorted(range(len(items)), key=lambda i: (-length(items[i]), tuple(key(items[i])) if key else ()))
         results: list[Out | None] = [None] * len(items)
         start = 0
         while start < len(order):
             chunk = order[start:start + self.batch_size]
+            if self.equal_length:
+                chunk = [i for i in chunk if length(items[i]) == length(items[chunk[0]])]
+            if key is not None and len(chunk) > 1 and shared_prefix([key(items[i]) for i in chunk[:2]]) >= MIN_PREFIX:
+                first = key(items[chunk[0]])  # keep to the rows that share the first row's prefix
+                chunk = list(takewhile(lambda i, f=first: shared_prefix([f, key(items[i])]) >= MIN_PREFIX, chunk))
             try:
                 outputs = run([items[i] for i in chunk])
             except torch.cuda.OutOfMemoryError:
@@ -186,28 +188,44 @@ class HFBackend:
 
     @torch.inference_mode()
     def generate(self, requests: list[GenRequest]) -> list[GenOutput]:
-        return self.batched(requests, lambda r: len(r.prompt_ids), self._generate_batch)
+        return self.batched(requests, lambda r: len(r.prompt_ids), self._generate_batch,
+                            key=(lambda r: r.prompt_ids) if self.prefix_reuse else None)
 
     def _generate_batch(self, requests: list[GenRequest]) -> list[GenOutput]:
+        """Greedy generation of a batch in which every row ends at its own stop strings, max_new_tokens or
+        EOS (each output equals running that request alone); the batch ends when every row has ended."""
         model = self.model  # loads the weights (and the excluded ids of its real embedding size)
         ids, mask = self.pad([r.prompt_ids for r in requests], left=True)
-        width = ids.shape[1]
-        stop = sorted({s for r in requests for s in r.stop})
+        ends = RowEnds(self.tokenizer, requests, ids.shape[1])
         config = GenerationConfig(
             max_new_tokens=max(r.max_new_tokens for r in requests), do_sample=False, num_beams=1,
             eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.pad_id,
-            suppress_tokens=self.excluded_ids or None, stop_strings=stop or None,
+            suppress_tokens=self.excluded_ids or None,
         )
         out = model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                  generation_config=config, tokenizer=self.tokenizer)
+                             generation_config=config, stopping_criteria=StoppingCriteriaList([ends]),
+                             **self.prefix_cache(requests))
         outputs = []
         for row, request in enumerate(requests):
-            new = out[row, width:width + request.max_new_tokens].tolist()
-            if self.tokenizer.eos_token_id in new:
-                new = new[:new.index(self.tokenizer.eos_token_id)]
+            new = out[row, ids.shape[1]:ids.shape[1] + ends.kept(row, out.shape[1] - ids.shape[1])].tolist()
             text = self.tokenizer.decode(new, skip_special_tokens=True)
             outputs.append(GenOutput(text=cut_at_stop(text, request.stop), token_ids=new))
         return outputs
+
+    def prefix_cache(self, requests: list[GenRequest]) -> dict:
+        """`past_key_values` holding the prompts' common prefix, prefilled once for the whole batch, where
+        `prefix_reuse` is on, the prompts have one length (no padding shifts their positions) and share at
+        least MIN_PREFIX tokens; else nothing. generate() then prefills only the rest of each prompt."""
+        prompts = [r.prompt_ids for r in requests]
+        if not self.prefix_reuse or len(prompts) < 2 or len({len(p) for p in prompts}) != 1:
+            return {}
+        shared = min(shared_prefix(prompts), len(prompts[0]) - 1)  # generate() needs one uncached token
+        if shared < MIN_PREFIX:
+            return {}
+        out = self.model(input_ids=torch.tensor([prompts[0][:shared]], device=self.device), use_cache=True)
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        cache.batch_repeat_interleave(len(prompts))
+        return {"cache" if self._forward_takes("cache") else "past_key_values": cache}
 
     @torch.inference_mode()
     def loglikelihood(self, requests: list[LLRequest]) -> list[LLOutput]:
@@ -284,6 +302,23 @@ class HFBackend:
                 pieces.append(later[row_of[k], :len(request.continuation_ids) - 1])  # type: ignore[index]
         outputs = iter(self._score(torch.cat(pieces), [request for _, request in flat]))
         return [[next(outputs) for _ in group] for group in groups]
+
+    @torch.inference_mode()
+    def attention(self, requests: list[AttnRequest]) -> list[AttnOutput]:
+        """One forward per batch (right-padded, so every row's keys and positions are what it gets alone),
+        summarised layer by layer while it runs (`hf_attention`); only the last position's logits are
+        computed."""
+        return self.batched(requests, lambda r: len(r.input_ids), self._attention_batch)
+
+    def _attention_batch(self, requests: list[AttnRequest]) -> list[AttnOutput]:
+        from meap_bench.backends.hf_attention import probing
+
+        model = self.model
+        ids, mask = self.pad([r.input_ids for r in requests])
+        keep = {"logits_to_keep": 1} if self._forward_takes("logits_to_keep") else {}
+        with probing(model, requests) as probe:
+            model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False, **keep)
+        return probe.outputs()
 
     def _forward_takes(self, argument: str) -> bool:
         """Whether the model's forward has `argument` (`logits_to_keep`: logits only where needed; `cache`:

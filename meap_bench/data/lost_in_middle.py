@@ -26,7 +26,7 @@ from typing import Any
 
 from meap_bench.data.cache import cache_dir, sha256_file
 from meap_bench.errors import UserError
-from meap_bench.scoring.text import normalize_answer
+from meap_bench.scoring.text import normalize_answer_lenient
 
 REPO_URL = "https://github.com/nelson-liu/lost-in-the-middle/raw/main/"
 ORACLE_FILE = "nq-open-oracle.jsonl.gz"
@@ -192,8 +192,9 @@ def oracle_file(data_dir: Path | None) -> Path:
 
 
 def contains_any(text: str, answers: tuple[str, ...]) -> bool:
-    normalized = normalize_answer(text)
-    return any(normalize_answer(a) and normalize_answer(a) in normalized for a in answers)
+    """Whether `text` holds an answer, leniently (unicode folded): a distractor must hold none."""
+    normalized = normalize_answer_lenient(text)
+    return any(gold and gold in normalized for gold in map(normalize_answer_lenient, answers))
 
 
 @functools.lru_cache(maxsize=4)

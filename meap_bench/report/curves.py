@@ -18,7 +18,20 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from meap_bench.report.aggregate import paired_differences  # noqa: E402
-from meap_bench.report.figures import heatmaps, save  # noqa: E402
+from meap_bench.report.figures import heatmaps, significant_cells  # noqa: E402
+from meap_bench.report.style import (  # noqa: E402
+    BASELINE_LINES,
+    BASELINE_NAMES,
+    DEFAULT_OPTIONS,
+    OBJECTIVE_LINES,
+    PALETTE,
+    POSITION_LABELS,
+    WIDTHS,
+    FigureOptions,
+    metric_label,
+    paper_style,
+    save,
+)
 
 POSITION_TASKS = {"mdqa": "n_docs", "kv": "n_pairs"}  # task -> its size key
 SIZE_LABELS = {"n_docs": "documents", "n_pairs": "key-value pairs"}
@@ -98,53 +111,68 @@ def paired_by_size(rows: pd.DataFrame, metric: str, size: str) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def curves(per_cell: pd.DataFrame, task: str, metric: str, size: str, out: Path) -> list[Path]:
-    """Accuracy vs gold position, one line (with 95% band) per checkpoint and one panel per size;
-    closed-book dashed and oracle dotted, in the checkpoint's colour."""
+def curves(per_cell: pd.DataFrame, task: str, metric: str, size: str, out: Path,
+           options: FigureOptions = DEFAULT_OPTIONS) -> list[Path]:
+    """The lost-in-the-middle figure: accuracy vs gold position, one panel per size, one line per checkpoint
+    (line style and marker by objective, so NTP and MEAP differ without colour; lines nudged apart so that
+    coinciding ones stay visible), closed-book and oracle baselines as thin horizontal lines in the
+    checkpoint's colour, named in the legend."""
     docs = per_cell[per_cell["setting"] == DOCUMENTS]
     sizes = sorted(docs[size].unique()) or [0]
     checkpoints = sorted(per_cell["checkpoint"].unique())
-    colours = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(checkpoints)}
-    fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.4), squeeze=False, sharey=True)
-    for ax, n in zip(axes[0], sizes, strict=True):
-        for checkpoint in checkpoints:
-            colour = colours[checkpoint]
-            line = docs[(docs["checkpoint"] == checkpoint) & (docs[size] == n)].sort_values("position")
-            run = line[line["n"] > 0]
-            if not run.empty:
-                ax.plot(run["position"], 100 * run["mean"], marker="o", color=colour, label=checkpoint)
-                ax.fill_between(run["position"], 100 * run["ci95_low"], 100 * run["ci95_high"], color=colour,
-                                alpha=0.15, lw=0)
-            for setting, style in (("closed_book", "--"), ("oracle", ":")):
-                base = per_cell[(per_cell["checkpoint"] == checkpoint) & (per_cell["setting"] == setting)
-                                & (per_cell["n"] > 0)]
-                if not base.empty:
-                    ax.axhline(100 * base["mean"].iloc[0], color=colour, ls=style, lw=1.2)
-        skipped = sorted(set(line_positions(docs, size, n)) - set(docs[(docs[size] == n) & (docs["n"] > 0)]
-                                                                   ["position"]))
-        title = f"{n} {SIZE_LABELS[size]}" + (f" (skipped: {', '.join(map(str, skipped))})" if skipped else "")
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("gold position")
-        ticks = line_positions(docs, size, n)
-        if ticks:
-            ax.set_xticks(ticks)
-        ax.set_ylim(-2, 102)
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(f"{metric} (%)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    for ax in axes[0][1:]:
-        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    if any((per_cell["setting"] == s).any() for s in BASELINES):
-        handles += [plt.Line2D([], [], color="#555555", ls="--"), plt.Line2D([], [], color="#555555", ls=":")]
-        labels += ["closed-book", "oracle"]
-    if handles:
-        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(labels), 4),
-                   fontsize=8, frameon=False)
-    fig.suptitle(f"{task}: {metric} by gold position (95% bands)", y=1.02)
-    fig.tight_layout()
+    objectives = per_cell.groupby("checkpoint")["objective"].first().to_dict()
+    colours = {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(checkpoints)}
+    width = WIDTHS[options.width]
+    columns = 1 if options.width == "column" and len(sizes) > 2 else len(sizes)
+    rows = math.ceil(len(sizes) / columns)
+    with paper_style():
+        fig, axes = plt.subplots(rows, columns, figsize=(width, 1.9 * rows + 0.4), squeeze=False, sharey=True,
+                                 layout="constrained")
+        for ax, n in zip(axes.ravel(), sizes, strict=False):
+            ticks = line_positions(docs, size, n)
+            nudge = 0.012 * (max(ticks) - min(ticks) if len(ticks) > 1 else 1)
+            for k, checkpoint in enumerate(checkpoints):
+                colour = colours[checkpoint]
+                line = docs[(docs["checkpoint"] == checkpoint) & (docs[size] == n)].sort_values("position")
+                run = line[line["n"] > 0]
+                x = run["position"] + (k - (len(checkpoints) - 1) / 2) * nudge
+                style = OBJECTIVE_LINES.get(objectives.get(checkpoint, ""), {"ls": "-", "marker": "o"})
+                if not run.empty:
+                    ax.plot(x, 100 * run["mean"], color=colour, label=checkpoint, **style)
+                    if options.bands:
+                        ax.fill_between(x, 100 * run["ci95_low"], 100 * run["ci95_high"], color=colour, alpha=0.12,
+                                        lw=0)
+                for setting in BASELINES:
+                    base = per_cell[(per_cell["checkpoint"] == checkpoint) & (per_cell["setting"] == setting)
+                                    & (per_cell["n"] > 0)]
+                    if not base.empty:  # nudged by under a point so equal baselines of two checkpoints both show
+                        level = 100 * base["mean"].iloc[0] + (k - (len(checkpoints) - 1) / 2) * 0.9
+                        ax.axhline(level, color=colour, ls=BASELINE_LINES[setting], lw=0.8,
+                                   label=f"{checkpoint} {BASELINE_NAMES[setting]}")
+            skipped = sorted(set(ticks) - set(docs[(docs[size] == n) & (docs["n"] > 0)]["position"]))
+            note = f" (skipped: {', '.join(map(str, skipped))})" if skipped else ""
+            ax.set_title(f"{n} {SIZE_LABELS[size]}{note}")
+            ax.set_xlabel(POSITION_LABELS[size])
+            if ticks:
+                ax.set_xticks(ticks)
+            ax.set_ylim(-3, 103)
+            ax.grid(alpha=0.3)
+        for ax in axes.ravel()[len(sizes):]:
+            ax.set_visible(False)
+        for ax in axes[:, 0]:
+            ax.set_ylabel(metric_label(metric))
+        legend: dict[str, object] = {}
+        for ax in axes.ravel():
+            for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
+                legend.setdefault(text, handle)
+        labels = sorted(legend, key=lambda t: (t not in checkpoints, t))  # checkpoints first, then baselines
+        handles = [legend[t] for t in labels]
+        if handles:
+            fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 2 if columns == 1 or
+                                                                              options.width == "column" else 3),
+                       frameon=False)
+        if options.titles:
+            fig.suptitle(f"{task}: {metric} by gold position" + (" (95% bands)" if options.bands else ""))
     return save(fig, out / f"{task}_curves")
 
 
@@ -153,24 +181,31 @@ def line_positions(docs: pd.DataFrame, size: str, n: int) -> list[int]:
 
 
 def position_report(rows: pd.DataFrame, cells: pd.DataFrame, pairs: dict[str, dict[str, str]], task: str,
-                    metric: str, run_dir: Path, write_table) -> dict:
+                    metric: str, run_dir: Path, write_table, options: FigureOptions = DEFAULT_OPTIONS,
+                    per_cell_pairs: pd.DataFrame | None = None) -> dict:
     """Curves, heatmaps (documents cells only) and tables of one position-sweep task; returns the
     averaged results for summary.json."""
     size = POSITION_TASKS[task]
     per_cell = position_cells(rows, metric, size)
     figures, tables = run_dir / "figures", run_dir / "tables"
-    curves(per_cell, task, metric, size, figures)
+    curves(per_cell, task, metric, size, figures, options)
     if "cell.setting" in cells:
         doc_cells = cells[cells["cell.setting"] == DOCUMENTS]
     else:
         doc_cells = cells
     if not doc_cells.empty:
-        heatmaps(doc_cells, pairs, task, metric, "position", size, figures)
+        marks = significant_cells(per_cell_pairs if per_cell_pairs is not None else pd.DataFrame(), metric,
+                                  "position", size)
+        heatmaps(doc_cells, pairs, task, metric, "position", size, figures, options, marks)
     by_size = averaged(per_cell, size)
     paired = paired_by_size(rows, metric, size)
-    write_table(per_cell, tables / f"{task}_positions")
-    write_table(by_size, tables / f"{task}_averaged")
+    write_table(per_cell, tables / f"{task}_positions", f"{task}: mean {metric} per checkpoint and cell with its 95% "
+                f"interval (Wilson for 0/1 scores) over the cell's items.")
+    write_table(by_size, tables / f"{task}_averaged", f"{task}: mean {metric} averaged over gold positions per size, "
+                f"and the closed-book and oracle baselines.", best=[c for c in by_size.columns if "avg" in c])
     if not paired.empty:
-        write_table(paired, tables / f"{task}_pairs_averaged")
+        write_table(paired, tables / f"{task}_pairs_averaged",
+                    f"{task}: MEAP − NTP per pair, size and baseline, averaged over positions; 95% interval by a "
+                    f"bootstrap over items, p from an item-level sign-flip permutation test.")
     return {"averaged": json.loads(by_size.to_json(orient="records")),
             "pairs_averaged": json.loads(paired.to_json(orient="records")) if not paired.empty else []}

@@ -1,80 +1,164 @@
-"""Figures: NIAH-style heatmaps per checkpoint and NTP | MEAP | MEAP-minus-NTP per pair."""
+"""Heatmaps: one per checkpoint (with its accuracy-vs-length line beside it) and NTP | MEAP | MEAP-minus-NTP
+per pair, where delta cells whose paired interval excludes 0 are outlined and starred."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
+from meap_bench.report.style import (
+    AXIS_LABELS,
+    DEFAULT_OPTIONS,
+    DIVERGING,
+    OBJECTIVE_LINES,
+    PALETTE,
+    SEQUENTIAL,
+    WIDTHS,
+    FigureOptions,
+    metric_label,
+    paper_style,
+    plt,
+    save,
+)
 
-from meap_bench.rundir import safe_filename  # noqa: E402
-
-NIAH_COLOURS = LinearSegmentedColormap.from_list("niah", ["#F0496E", "#EBB839", "#0CD79F"])
-
-
-def save(fig: plt.Figure, path: Path) -> list[Path]:
-    """PNG and PDF, without timestamps, so regenerated figures are byte-stable. The name (task, checkpoint
-    and pair names from the records) is made a plain file name, so it cannot leave `path.parent`."""
-    path = path.with_name(safe_filename(path.name))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    png, pdf = path.with_name(path.name + ".png"), path.with_name(path.name + ".pdf")
-    fig.savefig(png, dpi=150, bbox_inches="tight", metadata={"Software": None})
-    fig.savefig(pdf, bbox_inches="tight", metadata={"CreationDate": None})
-    plt.close(fig)
-    return [png, pdf]
+DELTA_STEPS = (5, 10, 20, 25, 50, 100)  # the delta colour scale is the smallest of these covering the data
 
 
-def grid(cells: pd.DataFrame, checkpoint: str, row: str, col: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(percent matrix, skipped mask) of one checkpoint's cells; rows and columns sorted."""
+def grid(cells: pd.DataFrame, checkpoint: str, row: str, col: str
+         ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(percent matrix, skipped mask, samples run) of one checkpoint's cells; rows and columns sorted."""
     mine = cells[cells["checkpoint"] == checkpoint]
-    values = mine.pivot_table(index=row, columns=col, values="mean", aggfunc="first", dropna=False) * 100
-    skipped = mine.pivot_table(index=row, columns=col, values="skipped", aggfunc="first", dropna=False)
-    values, skipped = values.sort_index().sort_index(axis=1), skipped.sort_index().sort_index(axis=1)
-    for frame in (values, skipped):
+    frames = [mine.pivot_table(index=row, columns=col, values=v, aggfunc="first", dropna=False)
+              for v in ("mean", "skipped", "n_ok")]
+    frames = [f.sort_index().sort_index(axis=1) for f in frames]
+    for frame in frames:
         frame.index = [f"{v:g}" for v in frame.index]
         frame.columns = [f"{v:g}" for v in frame.columns]
-    return values, skipped.fillna(False).astype(bool)
+    values, skipped, n = frames
+    return values * 100, skipped.fillna(False).astype(bool), n.fillna(0).astype(int)
 
 
-def draw_grid(ax: plt.Axes, values: pd.DataFrame, skipped: pd.DataFrame, diverging: bool, title: str,
-              labels: tuple[str, str]) -> None:
-    ax.set_facecolor("#dddddd")
-    cmap = "RdBu" if diverging else NIAH_COLOURS
-    limits = dict(vmin=-100, vmax=100, center=0) if diverging else dict(vmin=0, vmax=100)
-    sns.heatmap(values, ax=ax, cmap=cmap, annot=True, fmt=".0f", cbar=True, linewidths=0.5,
-                linecolor="white", mask=values.isna(), **limits)
-    for (i, j), is_skipped in np.ndenumerate(skipped.to_numpy(dtype=bool)):
-        if is_skipped:
-            ax.add_patch(plt.Rectangle((j, i), 1, 1, fill=False, hatch="///", edgecolor="#888888", lw=0))
-            ax.text(j + 0.5, i + 0.5, "skipped", ha="center", va="center", fontsize=7, color="#444444")
-    ax.set_title(title)
-    ax.set_ylabel(labels[0])
-    ax.set_xlabel(labels[1])
+def delta_limit(delta: pd.DataFrame) -> int:
+    """The colour scale of a difference map adapts to the data: a 5-point difference must not look white."""
+    top = float(np.nanmax(np.abs(delta.to_numpy(dtype=float)))) if delta.notna().any().any() else 0.0
+    return next((s for s in DELTA_STEPS if top <= s), 100)
 
 
-def heatmaps(cells: pd.DataFrame, pairs: dict[str, dict[str, str]], task: str, metric: str, row: str,
-             col: str, out: Path) -> list[Path]:
-    """One heatmap per checkpoint; one NTP | MEAP | difference figure per pair."""
+def draw_grid(ax: plt.Axes, values: pd.DataFrame, skipped: pd.DataFrame, n: pd.DataFrame, *, diverging: bool,
+              labels: tuple[str, str], cbar_label: str, marks: set[tuple[str, str]] = frozenset(),
+              vmax: float = 100, fmt: str = ".0f") -> None:
+    """One heatmap on 0..`vmax` (differences: a scale adapted to the data): annotated cells (with their n when
+    it fits), hatched skipped cells, outlined marks."""
+    ax.set_facecolor("#eeeeee")
+    limit = delta_limit(values) if diverging else vmax
+    image = ax.imshow(values.to_numpy(dtype=float), cmap=DIVERGING if diverging else SEQUENTIAL, aspect="auto",
+                      vmin=-limit if diverging else 0, vmax=limit)
+    rows, cols = values.shape
+    width_in = ax.get_position().width * ax.figure.get_figwidth() / max(cols, 1)
+    show_n = width_in >= 0.32 and n.to_numpy().max(initial=0) > 0
+    norm = image.norm
+    for i in range(rows):
+        for j in range(cols):
+            value = values.iat[i, j]
+            if skipped.iat[i, j]:
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="////", edgecolor="#999999",
+                                           lw=0))
+                ax.text(j, i, "skipped", ha="center", va="center", fontsize=5, color="#444444")
+                continue
+            if np.isnan(value):
+                continue
+            mark = (values.index[i], values.columns[j]) in marks
+            shade = image.cmap(norm(value))
+            colour = "white" if (0.299 * shade[0] + 0.587 * shade[1] + 0.114 * shade[2]) < 0.5 else "black"
+            text = format(value, f"+{fmt}" if diverging else fmt)
+            text += "*" if mark else ""
+            if show_n:
+                text += f"\nn={n.iat[i, j]}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=5.5 if show_n else 6, color=colour,
+                    linespacing=0.9)
+            if mark:
+                ax.add_patch(plt.Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False, edgecolor="black", lw=0.9))
+    ax.set_xticks(range(cols), values.columns)
+    ax.set_yticks(range(rows), values.index)
+    ax.set_ylabel(AXIS_LABELS.get(labels[0], labels[0]))
+    ax.set_xlabel(AXIS_LABELS.get(labels[1], labels[1]))
+    bar = ax.figure.colorbar(image, ax=ax, fraction=0.06, pad=0.03)
+    bar.set_label(cbar_label if not diverging else f"{cbar_label} (scale ±{limit})")
+    bar.outline.set_linewidth(0.4)
+
+
+def line_panel(ax: plt.Axes, cells: pd.DataFrame, checkpoints: list[str], col: str, objectives: dict[str, str],
+               chance: float | None) -> None:
+    """Mean over the grid's rows vs the column key, one line per checkpoint (style by objective)."""
+    for k, checkpoint in enumerate(checkpoints):
+        mine = cells[(cells["checkpoint"] == checkpoint) & ~cells["skipped"]]
+        line = mine.groupby(f"cell.{col}")["mean"].mean().sort_index() * 100
+        style = OBJECTIVE_LINES.get(objectives.get(checkpoint, ""), {"ls": "-", "marker": "o"})
+        ax.plot(line.index, line.to_numpy(), color=PALETTE[k % len(PALETTE)], label=checkpoint, **style)
+    if chance is not None:
+        ax.axhline(100 * chance, color="#777777", lw=0.8, ls=":", label="chance")
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel(AXIS_LABELS.get(col, col))
+    ax.grid(alpha=0.3)
+
+
+def significant_cells(per_cell: pd.DataFrame, metric: str, row: str, col: str) -> dict[str, set[tuple[str, str]]]:
+    """Per pair, the (row, column) labels of the cells whose paired 95% interval of `metric` excludes 0."""
+    if per_cell.empty or row not in per_cell or col not in per_cell:
+        return {}
+    mine = per_cell[(per_cell["metric"] == metric) & ((per_cell["ci95_low"] > 0) | (per_cell["ci95_high"] < 0))]
+    marks: dict[str, set[tuple[str, str]]] = {}
+    for _, cell in mine.iterrows():
+        marks.setdefault(cell["pair"], set()).add((f"{float(cell[row]):g}", f"{float(cell[col]):g}"))
+    return marks
+
+
+def heatmaps(cells: pd.DataFrame, pairs: dict[str, dict[str, str]], task: str, metric: str, row: str, col: str,
+             out: Path, options: FigureOptions = DEFAULT_OPTIONS, marks: dict[str, set[tuple[str, str]]] | None = None,
+             chance: float | None = None, line: bool = False, vmax: float = 100, fmt: str = ".0f") -> list[Path]:
+    """One heatmap per checkpoint (`line`: with its accuracy-vs-`col` line beside it); one NTP | MEAP |
+    MEAP-minus-NTP figure per pair, delta cells in `marks[pair]` ((row, col) labels) outlined and starred.
+    A smaller `vmax` spreads the colours over a metric that stays small, such as an attention share."""
+    scale = {"vmax": vmax, "fmt": fmt}
     row_c, col_c = f"cell.{row}", f"cell.{col}"
+    width = WIDTHS[options.width]
+    label = metric_label(metric)
+    objectives = cells.groupby("checkpoint")["objective"].first().to_dict() if "objective" in cells else {}
     written: list[Path] = []
-    for checkpoint in sorted(cells["checkpoint"].unique()):
-        values, skipped = grid(cells, checkpoint, row_c, col_c)
-        fig, ax = plt.subplots(figsize=(1.2 + 0.9 * values.shape[1], 1 + 0.45 * values.shape[0]))
-        draw_grid(ax, values, skipped, False, f"{checkpoint}: {task} {metric} (%)", (row, col))
-        written += save(fig, out / f"{task}_heatmap_{checkpoint}")
-    for label, members in sorted(pairs.items()):
-        ntp, meap = (grid(cells, members[o], row_c, col_c) for o in ("ntp", "meap"))
-        fig, axes = plt.subplots(1, 3, figsize=(3 * (1.8 + 0.9 * ntp[0].shape[1]), 1.5 + 0.45 * ntp[0].shape[0]),
-                                 layout="constrained")
-        draw_grid(axes[0], *ntp, False, f"NTP ({members['ntp']})", (row, col))
-        draw_grid(axes[1], *meap, False, f"MEAP ({members['meap']})", (row, col))
-        draw_grid(axes[2], meap[0] - ntp[0], ntp[1] | meap[1], True, "MEAP - NTP (points)", (row, col))
-        fig.suptitle(f"{task} {metric}, pair {label}")
-        written += save(fig, out / f"{task}_pair_{label}")
+    with paper_style():
+        for checkpoint in sorted(cells["checkpoint"].unique()):
+            values, skipped, n = grid(cells, checkpoint, row_c, col_c)
+            height = 0.6 + 0.22 * values.shape[0]
+            if line:
+                fig, axes = plt.subplots(1, 2, figsize=(width, height + 0.3), width_ratios=[1.5, 1],
+                                         layout="constrained")
+                draw_grid(axes[0], values, skipped, n, diverging=False, labels=(row, col), cbar_label="", **scale)
+                line_panel(axes[1], cells, [checkpoint], col, objectives, chance)
+                axes[1].set_ylabel(label)
+            else:
+                fig, ax = plt.subplots(figsize=(min(width, 1.3 + 0.45 * values.shape[1]), height + 0.3),
+                                       layout="constrained")
+                draw_grid(ax, values, skipped, n, diverging=False, labels=(row, col), cbar_label=label, **scale)
+            if options.titles:
+                fig.suptitle(f"{checkpoint}: {task} {metric}")
+            written += save(fig, out / f"{task}_heatmap_{checkpoint}")
+        for pair, members in sorted(pairs.items()):
+            ntp, meap = (grid(cells, members[o], row_c, col_c) for o in ("ntp", "meap"))
+            stacked = options.width == "column"
+            shape = (3, 1) if stacked else (1, 3)
+            size = (width, 3 * (0.7 + 0.22 * ntp[0].shape[0])) if stacked else (width, 0.9 + 0.22 * ntp[0].shape[0])
+            fig, axes = plt.subplots(*shape, figsize=size, layout="constrained", squeeze=False)
+            axes = axes.ravel()
+            draw_grid(axes[0], *ntp, diverging=False, labels=(row, col), cbar_label=f"NTP: {label}", **scale)
+            draw_grid(axes[1], *meap, diverging=False, labels=(row, col), cbar_label=f"MEAP: {label}", **scale)
+            delta = meap[0] - ntp[0]
+            both = pd.DataFrame(np.minimum(ntp[2].to_numpy(), meap[2].to_numpy()), index=delta.index,
+                                columns=delta.columns)
+            draw_grid(axes[2], delta, ntp[1] | meap[1], both, diverging=True, labels=(row, col),
+                      cbar_label="MEAP − NTP (points)", marks=(marks or {}).get(pair, set()), fmt=fmt)
+            if options.titles:
+                fig.suptitle(f"{task} {metric}, pair {pair} (* paired 95% interval excludes 0)")
+            written += save(fig, out / f"{task}_pair_{pair}")
     return written

@@ -7,13 +7,17 @@ from typing import Any
 
 from meap_bench.config import apply_override, read_yaml, validate
 from meap_bench.errors import UserError
+from meap_bench.tasks.attention import AttentionTask
 from meap_bench.tasks.base import ModelContext, Sample, Task, TaskConfig
 from meap_bench.tasks.commonsense import CommonsenseTask
+from meap_bench.tasks.hallucination import HallucinationTask
 from meap_bench.tasks.kv import KvTask
 from meap_bench.tasks.mdqa import MdqaTask
 from meap_bench.tasks.needle import NeedleTask
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (NeedleTask, MdqaTask, KvTask, CommonsenseTask)}
+TASKS: dict[str, type[Task]] = {
+    task.name: task for task in (NeedleTask, MdqaTask, KvTask, CommonsenseTask, AttentionTask, HallucinationTask)
+}
 
 
 def tasks_dir() -> Path:

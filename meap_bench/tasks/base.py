@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from transformers import PreTrainedTokenizerBase
+from transformers import BatchEncoding, PreTrainedTokenizerBase
 
-from meap_bench.backends.base import Backend, LLOutput
+from meap_bench.backends.base import AttnOutput, AttnRequest, Backend, LLOutput
 from meap_bench.config import Strict
 from meap_bench.records import Record, sha256_json
+from meap_bench.scoring.scorers import Score
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class Sample:
     choices: list[list[int]] = field(default_factory=list)  # continuations scored after the prompt, gold first
     target_offset: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    attention: AttnRequest | None = None  # attention summaries asked for instead of text or loglikelihoods
+    scorer: dict[str, Any] | None = None  # identity of a model-calling scorer (a judge): part of the resume key
 
     def __post_init__(self) -> None:
         self.item_id = self.item_id or self.sample_id
@@ -50,7 +53,12 @@ class Sample:
     def request_sha256(self) -> str:
         if self.prompt_ids is None:
             return sha256_json(["skipped", self.skip_reason])
-        return sha256_json([self.prompt_ids, self.max_new_tokens, list(self.stop), self.choices])
+        request = [self.prompt_ids, self.max_new_tokens, list(self.stop), self.choices]
+        if self.attention is not None:
+            request.append([self.attention.input_ids, list(self.attention.queries), self.attention.spans])
+        if self.scorer is not None:
+            request.append({"scorer": self.scorer})
+        return sha256_json(request)
 
     @property
     def prompt_sha256(self) -> str | None:
@@ -68,6 +76,7 @@ class Task:
 
     name: ClassVar[str]
     config_model: ClassVar[type[TaskConfig]]
+    requires: ClassVar[frozenset[str]] = frozenset()  # backend capabilities the task needs (base.ATTENTION)
 
     def __init__(self, config: TaskConfig, seed: int, limit: int | None = None) -> None:
         self.config = config
@@ -78,6 +87,15 @@ class Task:
         raise NotImplementedError
 
     def score(self, sample: Sample, output: str | None, choices: list[LLOutput]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def score_batch(self, samples: list[Sample], outputs: list[str | None], choices: list[list[LLOutput]]
+                    ) -> list[Score]:
+        """Scores of a chunk of samples; a task whose scorer calls a model (a judge) batches it here."""
+        return [Score(self.score(s, o, c)) for s, o, c in zip(samples, outputs, choices, strict=True)]
+
+    def score_attention(self, sample: Sample, summary: AttnOutput) -> dict[str, float]:
+        """Scores of a sample that asked for attention summaries (it may add compact arrays to its meta)."""
         raise NotImplementedError
 
 
@@ -112,3 +130,16 @@ def continuation_ids(tokenizer: PreTrainedTokenizerBase, prompt_text: str, promp
     if whole[: len(prompt_ids)] == prompt_ids and len(whole) > len(prompt_ids):
         return whole[len(prompt_ids):]
     return tokenizer(continuation, add_special_tokens=False)["input_ids"]
+
+
+def token_spans(enc: BatchEncoding, char_spans: dict[str, tuple[int, int]]) -> dict[str, list[int]]:
+    """Half-open token ranges of half-open character ranges of the encoded text: the fewest tokens that cover each
+    range (a token straddling a boundary belongs to the span). Empty ranges are left out."""
+    spans = {}
+    for name, (start, end) in char_spans.items():
+        if end <= start:
+            continue
+        first = next(enc.char_to_token(c) for c in range(start, end) if enc.char_to_token(c) is not None)
+        last = next(enc.char_to_token(c) for c in range(end - 1, start - 1, -1) if enc.char_to_token(c) is not None)
+        spans[name] = [first, last + 1]
+    return spans

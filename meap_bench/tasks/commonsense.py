@@ -15,9 +15,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import Field, PositiveInt
 
 from meap_bench.backends.base import Backend
+from meap_bench.config import OneOrMore
 from meap_bench.errors import UserError
 from meap_bench.records import Record, resume_key, sha256_json
 from meap_bench.rundir import atomic_write_text, inside
@@ -34,19 +35,11 @@ SAMPLES_FILE = "samples.jsonl"
 
 
 class CommonsenseConfig(TaskConfig):
-    tasks: list[str] = Field(default_factory=lambda: list(PAPER_TASKS), min_length=1)
+    tasks: OneOrMore[str] = Field(default_factory=lambda: list(PAPER_TASKS), min_length=1)
     num_fewshot: int = Field(default=0, ge=0)
     limit: PositiveInt | None = None
-    include_path: list[str] = Field(default_factory=lambda: [LOCAL_TASKS_DIR])
+    include_path: OneOrMore[str] = Field(default_factory=lambda: [LOCAL_TASKS_DIR])
     headline_metric: Literal["acc", "acc_norm"] = "acc_norm"
-
-    @field_validator("tasks", "include_path", mode="before")
-    @classmethod
-    def split_names(cls, value: Any) -> Any:
-        """`--set commonsense.tasks=arc_easy` (one name) gives a string; a list is meant."""
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
 
 
 def include_dirs(paths: list[str]) -> tuple[str, ...]:

@@ -1,6 +1,7 @@
 """Key-value retrieval (lost in the middle): a JSON object of UUID pairs, the queried pair moved to each
-position. Cells `{"n_pairs": N, "position": K}`; scored by whether the gold value appears in the output,
-and by the teacher-forced log p(` "value"` | prompt)."""
+position. Cells `{"n_pairs": N, "position": K}`; scored as lost-in-the-middle's
+scripts/evaluate_kv_responses.py does (the gold value, case-insensitively, anywhere in the whole output, which
+runs to `max_new_tokens` without a stop string), and by the teacher-forced log p(` "value"` | prompt)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pydantic import AfterValidator, Field
 from meap_bench.backends.base import LLOutput
 from meap_bench.data import lost_in_middle as lim
 from meap_bench.errors import UserError
+from meap_bench.scoring.scorers import teacher_forced
 from meap_bench.tasks.base import ModelContext, Sample, Task, encode_prompt
 from meap_bench.tasks.positions import (
     AUTO_NEW_TOKENS_SLACK,
@@ -39,7 +41,7 @@ class KvConfig(PositionConfig):
     n_pairs: Annotated[IntList, AfterValidator(at_most(MAX_PAIRS, "pairs"))] | Literal["auto"] = "auto"
     auto_pairs: Annotated[int, Field(ge=1, le=100)] = 3
     auto_positions: Annotated[int, Field(ge=1, le=MAX_PAIRS)] = 4
-    samples_per_cell: Annotated[int, Field(ge=1, le=MAX_COUNT)] = 8
+    samples_per_cell: Annotated[int, Field(ge=1, le=MAX_COUNT)] = 20
     instruction: str = KV_INSTRUCTION
     headline_metric: Literal["contains", "answer_greedy"] = "contains"
 
@@ -113,12 +115,9 @@ class KvTask(Task):
                                 "Corresponding value:", f"{json.dumps(item.key)}: {json.dumps(item.value)}",
                                 {**meta, "depth": round(100 * (k - 1) / max(n - 1, 1), 2)})
                          for k in chosen_positions(cfg.positions, n, auto, "kv.positions")]
-                yield from build_group(model, group, [f'"{item.value}"'], cfg.max_new_tokens)
+                yield from build_group(model, group, [f'"{item.value}"'], cfg.max_new_tokens, stop=())
 
     def score(self, sample: Sample, output: str | None, choices: list[LLOutput]) -> dict[str, float]:
         value = sample.target.strip('"')
-        scores = {"contains": float(value in (output or ""))}
-        if choices:
-            scores["answer_logprob"] = choices[0].logprob
-            scores["answer_greedy"] = float(choices[0].is_greedy)
-        return scores
+        scores = {"contains": float(value.lower() in (output or "").lower())}
+        return {**scores, **teacher_forced(choices[0] if choices else None)}

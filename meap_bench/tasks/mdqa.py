@@ -3,7 +3,8 @@ among N documents, plus closed-book (no documents) and oracle (gold document onl
 
 Cells: `{"setting": "documents", "n_docs": N, "position": K}`, `{"setting": "closed_book", "n_docs": 0,
 "position": 0}` and `{"setting": "oracle", "n_docs": 1, "position": 1}`. Scored by best-subspan exact
-match on the first output line and by the teacher-forced log p(first gold answer | prompt)."""
+match on the first output line (the reference's, and a unicode-lenient variant) and by the teacher-forced
+log p(first gold answer | prompt)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from meap_bench.backends.base import LLOutput
 from meap_bench.data import lost_in_middle as lim
 from meap_bench.data.synthetic import MULTIDOC_INSTRUCTION
 from meap_bench.errors import UserError
-from meap_bench.scoring import best_subspan_em
+from meap_bench.scoring import best_subspan_em, best_subspan_em_lenient
+from meap_bench.scoring.scorers import teacher_forced
 from meap_bench.tasks.base import ModelContext, Sample, Task
 from meap_bench.tasks.positions import (
     MAX_COUNT,
@@ -31,8 +33,8 @@ from meap_bench.tasks.positions import (
     place,
 )
 
-SOURCES = ("synthetic", "nq", "nq-oracle")
 MAX_DOCS = 1000  # distinct made-up entities are drawn until a prompt has this many
+
 
 
 class MdqaConfig(PositionConfig):
@@ -48,8 +50,12 @@ class MdqaConfig(PositionConfig):
     headline_metric: Literal["best_subspan_em", "answer_greedy"] = "best_subspan_em"
 
 
+def render_document(index: int, doc: lim.Passage) -> str:
+    return f"Document [{index}](Title: {doc.title}) {doc.text}"
+
+
 def render_documents(docs: list[lim.Passage]) -> str:
-    return "\n".join(f"Document [{i}](Title: {d.title}) {d.text}" for i, d in enumerate(docs, start=1))
+    return "\n".join(render_document(i, d) for i, d in enumerate(docs, start=1))
 
 
 class MdqaTask(Task):
@@ -83,6 +89,12 @@ class MdqaTask(Task):
         query = f"Question: {question}\n\n" if self.config.query_aware else ""
         return f"{head}{query}{render_documents(docs)}\n\nQuestion: {question}"
 
+    def spans(self, question: str, docs: list[lim.Passage], position: int) -> dict[str, str]:
+        """The parts whose token ranges are recorded: gold document, all documents, instruction, question."""
+        parts = {"target": render_document(position, docs[position - 1]), "context": render_documents(docs),
+                 "question": f"Question: {question}"}
+        return {**parts, "instruction": self.config.instruction} if self.config.instruction else parts
+
     def samples(self, model: ModelContext) -> Iterator[Sample]:
         cfg = self.config
         meta = {"source": cfg.source}
@@ -91,27 +103,27 @@ class MdqaTask(Task):
             if cfg.closed_book:
                 groups.append([Prompt(f"closed-{item.qid}", item.qid,
                                       {"setting": "closed_book", "n_docs": 0, "position": 0},
-                                      self.user_text(item.question, None), "Answer:", None, meta)])
+                                      self.user_text(item.question, None), "Answer:", None, meta,
+                                      {"question": f"Question: {item.question}"})])
             if cfg.oracle:
                 groups.append([Prompt(f"oracle-{item.qid}", item.qid,
                                       {"setting": "oracle", "n_docs": 1, "position": 1},
                                       self.user_text(item.question, [item.gold]), "Answer:",
-                                      "Document [1](", meta)])
+                                      "Document [1](", meta, self.spans(item.question, [item.gold], 1))])
             for n in sorted(set(cfg.n_docs)):
                 group = []
                 for k in chosen_positions(cfg.positions, n, paper_positions(n), "mdqa.positions"):
                     docs = place(item.gold, item.distractors, n, k)
                     group.append(Prompt(f"N{n}-P{k}-{item.qid}", item.qid,
                                         {"setting": "documents", "n_docs": n, "position": k},
-                                        self.user_text(item.question, docs), "Answer:", f"Document [{k}](", meta))
+                                        self.user_text(item.question, docs), "Answer:", f"Document [{k}](", meta,
+                                        self.spans(item.question, docs, k)))
                 groups.append(group)
             for group in groups:
                 yield from build_group(model, group, item.answers, cfg.max_new_tokens)
 
     def score(self, sample: Sample, output: str | None, choices: list[LLOutput]) -> dict[str, float]:
         answers = sample.meta.get("answers") or [sample.target]
-        scores = {"best_subspan_em": best_subspan_em(output or "", answers)}
-        if choices:
-            scores["answer_logprob"] = choices[0].logprob
-            scores["answer_greedy"] = float(choices[0].is_greedy)
-        return scores
+        scores = {"best_subspan_em": best_subspan_em(output or "", answers),
+                  "best_subspan_em_lenient": best_subspan_em_lenient(output or "", answers)}
+        return {**scores, **teacher_forced(choices[0] if choices else None)}

@@ -1,5 +1,9 @@
 """Needle-in-a-haystack: a length x depth grid of token-exact prompts with a needle at a sentence
-boundary, scored by `contains`, ROUGE-1 recall and a generation-free rank of the answer."""
+boundary, scored by `contains`, ROUGE-1 recall and a generation-free rank of the answer.
+
+`rank` compares mean log-probabilities per token (length-normalised): with summed log-probabilities a
+longer answer loses to shorter distractors whatever the model knows (the `sandwich` gold is the longest
+candidate). `answer_logprob` stays the summed log-probability of the gold answer."""
 
 from __future__ import annotations
 
@@ -11,22 +15,31 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import Field, PositiveInt, ValidationInfo, field_validator
 from transformers import BatchEncoding
 
 from meap_bench.backends.base import LLOutput
-from meap_bench.config import Strict
+from meap_bench.config import OneOrMore, Strict
 from meap_bench.data.haystacks import haystack_sentences
 from meap_bench.data.synthetic import MAGIC_INSTRUCTION, magic_keys, magic_value
 from meap_bench.scoring import contains, rouge1_recall
-from meap_bench.tasks.base import ModelContext, Sample, Task, TaskConfig, continuation_ids, encode_prompt
+from meap_bench.scoring.scorers import teacher_forced
+from meap_bench.tasks.base import (
+    ModelContext,
+    Sample,
+    Task,
+    TaskConfig,
+    continuation_ids,
+    encode_prompt,
+    token_spans,
+)
 
 MAX_GRID = 1000  # points of one grid axis; bounds every loop over user-given sizes
 MAX_SAMPLES_PER_CELL = 100_000
 MAX_DISTRACTORS = 100  # distinct 7-digit values are drawn until there are this many
 PLACEHOLDERS = ("key", "value")
-Lengths = Annotated[list[PositiveInt], Field(min_length=1, max_length=MAX_GRID)]
-Depths = Annotated[list[Annotated[float, Field(ge=0, le=100)]], Field(min_length=1, max_length=MAX_GRID)]
+Lengths = Annotated[OneOrMore[PositiveInt], Field(min_length=1, max_length=MAX_GRID)]
+Depths = Annotated[OneOrMore[Annotated[float, Field(ge=0, le=100)]], Field(min_length=1, max_length=MAX_GRID)]
 
 
 class Grid(Strict):
@@ -53,7 +66,7 @@ class NeedleSpec(Strict):
     question: str
     answer_prefix: str
     answer: str
-    distractors: list[str] = Field(default_factory=list)
+    distractors: OneOrMore[str] = Field(default_factory=list)
 
     @field_validator("fact", "question", "answer_prefix", "answer", "distractors")
     @classmethod
@@ -96,14 +109,22 @@ NEEDLES = {
 class NeedleConfig(TaskConfig):
     context_lengths: Lengths | Literal["auto"] | Grid = "auto"
     auto_lengths: Annotated[int, Field(ge=1, le=MAX_GRID)] = 4
-    depths: Depths | Grid = Field(default_factory=lambda: Grid(min=0, max=100, intervals=5))
-    samples_per_cell: Annotated[int, Field(ge=1, le=MAX_SAMPLES_PER_CELL)] = 5
+    depths: Depths | Grid = Field(default_factory=lambda: Grid(min=0, max=100, intervals=3))
+    samples_per_cell: Annotated[int, Field(ge=1, le=MAX_SAMPLES_PER_CELL)] = 20
     needle: Literal["magic-number", "sandwich"] | NeedleSpec = "magic-number"
     haystack: str = "kjv"
     instruction: str = MAGIC_INSTRUCTION
     max_new_tokens: PositiveInt = 16
     distractors: int = Field(default=4, ge=0, le=MAX_DISTRACTORS)
     headline_metric: Literal["contains", "rouge1", "rank"] = "contains"
+
+    @field_validator("distractors")
+    @classmethod
+    def rank_needs_distractors(cls, value: int, info: ValidationInfo) -> int:
+        """`rank` exists only against distractors (headline_metric is validated first: TaskConfig's field)."""
+        if value == 0 and info.data.get("headline_metric") == "rank":
+            raise ValueError("headline_metric rank needs distractors > 0; give distractors or another metric")
+        return value
 
     @field_validator("depths")
     @classmethod
@@ -186,11 +207,10 @@ class NeedleTask(Task):
     def score(self, sample: Sample, output: str | None, choices: list[LLOutput]) -> dict[str, float]:
         scores = {"contains": contains(output or "", sample.target),
                   "rouge1": rouge1_recall(output or "", sample.target)}
-        if choices:
-            gold, *others = choices
-            scores["answer_logprob"] = gold.logprob
-            scores["answer_greedy"] = float(gold.is_greedy)
-            scores["rank"] = float(all(gold.logprob > o.logprob for o in others))
+        scores.update(teacher_forced(choices[0] if choices else None))
+        if len(choices) > 1:
+            means = [c.logprob / len(ids) for c, ids in zip(choices, sample.choices, strict=True)]
+            scores["rank"] = float(all(means[0] > m for m in means[1:]))
         return scores
 
 
@@ -268,10 +288,17 @@ class PromptBuilder:
         chat = self.model.chat_template
         choices = [continuation_ids(self.model.tokenizer, text, ids, f" {a}", chat)
                    for a in (needle.answer, *needle.distractors)]
+        question = text.rindex(f"Question: {needle.question}")
+        chars = {"target": (needle_char, needle_char + len(needle.fact)),
+                 "context": (hay_start, hay_start + len(haystack)),
+                 "question": (question, question + len(f"Question: {needle.question}"))}
+        if self.config.instruction:
+            start = text.index(self.config.instruction)
+            chars["instruction"] = (start, start + len(self.config.instruction))
         return Sample(
             sample_id, cell, needle.answer, item_id=item_id, prompt_text=text, prompt_ids=ids,
             max_new_tokens=self.config.max_new_tokens, stop=("\n",), choices=choices,
             target_offset=needle_tok,
             meta={"depth_actual": round(100 * (needle_tok - first) / around, 2), "haystack_tokens": around,
-                  "fact": needle.fact},
+                  "fact": needle.fact, "spans": token_spans(enc, chars)},
         )

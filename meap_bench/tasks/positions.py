@@ -3,24 +3,21 @@ sample groups that are skipped together when they do not fit the checkpoint's co
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BeforeValidator, Field, PositiveInt
+from pydantic import Field, PositiveInt
 
+from meap_bench.config import OneOrMore
 from meap_bench.errors import UserError
-from meap_bench.tasks.base import ModelContext, Sample, TaskConfig, continuation_ids, encode_prompt
+from meap_bench.tasks.base import ModelContext, Sample, TaskConfig, continuation_ids, encode_prompt, token_spans
 
 T = TypeVar("T")
 AUTO_NEW_TOKENS_SLACK = 8  # `max_new_tokens: auto` = the longest gold answer's tokens + this
-
-
-def _one_as_list(value: Any) -> Any:
-    return [value] if isinstance(value, int) and not isinstance(value, bool) else value
-
-
-IntList = Annotated[list[PositiveInt], Field(min_length=1), BeforeValidator(_one_as_list)]  # `--set x=5`: [5]
+IntList = Annotated[OneOrMore[PositiveInt], Field(min_length=1)]  # `--set x=5`: [5]
+REFERENCE_NEW_TOKENS = 100  # lost-in-the-middle's scripts/get_*_responses_from_*.py `--max-new-tokens`
 MAX_COUNT = 100_000  # questions or records per cell: a bound on every loop over a user-given size
 
 
@@ -38,7 +35,7 @@ class PositionConfig(TaskConfig):
 
     positions: IntList | Literal["auto"] = "auto"
     query_aware: bool = False
-    max_new_tokens: PositiveInt | Literal["auto"] = "auto"
+    max_new_tokens: PositiveInt | Literal["auto"] = REFERENCE_NEW_TOKENS
     data_dir: str | None = None
 
 
@@ -62,10 +59,11 @@ def paper_positions(n: int) -> list[int]:
 
 
 def spread_positions(n: int, count: int) -> list[int]:
-    """`count` positions spread evenly from first to last (fewer if n is small)."""
+    """`count` positions as lost-in-the-middle places the key (gold index 0, then n/(count-1) - 1 steps:
+    75 keys -> 1, 25, 50, 75; 140 -> 1, 35, 70, 105, 140; 300 -> 1, 50, ..., 300); fewer if n is small."""
     if count == 1 or n == 1:
         return [1]
-    return sorted({round(1 + i * (n - 1) / (count - 1)) for i in range(count)})
+    return sorted({1} | {max(1, math.floor(i * n / (count - 1) + 0.5)) for i in range(1, count)})
 
 
 def chosen_positions(spec: list[int] | Literal["auto"], n: int, auto: list[int], what: str) -> list[int]:
@@ -81,7 +79,8 @@ def chosen_positions(spec: list[int] | Literal["auto"], n: int, auto: list[int],
 
 @dataclass
 class Prompt:
-    """One prompt of a group before tokenisation; `gold_text` locates the gold item in the prompt."""
+    """One prompt of a group before tokenisation; `gold_text` locates the gold item in the prompt;
+    `spans` names parts of the user text whose token ranges (last occurrence) go into meta["spans"]."""
 
     sample_id: str
     item_id: str
@@ -90,14 +89,16 @@ class Prompt:
     answer_prefix: str
     gold_text: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    spans: dict[str, str] = field(default_factory=dict)
 
 
 def build_group(model: ModelContext, prompts: list[Prompt], answers: Sequence[str],
-                max_new_tokens: int | Literal["auto"], answer_sep: str = " ") -> list[Sample]:
+                max_new_tokens: int | Literal["auto"], answer_sep: str = " ",
+                stop: tuple[str, ...] = ("\n",)) -> list[Sample]:
     """Token-exact samples of prompts that share one question and one size (its positions): if any of
     them does not fit the checkpoint's context with `max_new_tokens`, all are skipped and marked (the
     same questions stay in every position; nothing is truncated). The first answer is the
-    teacher-forced choice."""
+    teacher-forced choice. Generation ends at `stop` (default: the first line, all that mdqa scores)."""
     tokenizer, chat = model.tokenizer, model.chat_template
     encoded = [encode_prompt(model, p.user_text, p.answer_prefix) for p in prompts]
     conts = [continuation_ids(tokenizer, text, list(enc["input_ids"]), f"{answer_sep}{answers[0]}", chat)
@@ -123,10 +124,22 @@ def build_group(model: ModelContext, prompts: list[Prompt], answers: Sequence[st
             if char < 0:
                 raise RuntimeError(f"{prompt.sample_id}: gold text not found in the rendered prompt")
             offset = enc.char_to_token(char)
+        spans = {"spans": token_spans(enc, last_occurrences(text, prompt.spans))} if prompt.spans else {}
         samples.append(Sample(
             prompt.sample_id, prompt.cell, answers[0], prompt.item_id, prompt_text=text, prompt_ids=ids,
-            max_new_tokens=new, stop=("\n",), choices=[cont], target_offset=offset,
+            max_new_tokens=new, stop=stop, choices=[cont], target_offset=offset,
             meta={**prompt.meta, "answers": list(answers),
-                  "tokens_after_gold": len(ids) - offset if offset is not None else None},
+                  "tokens_after_gold": len(ids) - offset if offset is not None else None, **spans},
         ))
     return samples
+
+
+def last_occurrences(text: str, parts: dict[str, str]) -> dict[str, tuple[int, int]]:
+    """Character range of the last occurrence of each named part in `text`."""
+    ranges = {}
+    for name, part in parts.items():
+        start = text.rfind(part)
+        if start < 0:
+            raise RuntimeError(f"span '{name}' not found in the rendered prompt")
+        ranges[name] = (start, start + len(part))
+    return ranges

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from meap_bench.errors import UserError
 
+if TYPE_CHECKING:
+    from meap_bench.train.recipe import Recipe
+
 RECIPE_DIR = Path("train")
+CHECKPOINT_FILES = ("config.json", "model.safetensors")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="override a recipe field, e.g. --set train.steps=200 (repeatable)",
     )
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in <out>/_trainer")
+    p.add_argument("--force", action="store_true", help="overwrite an output folder that already holds a checkpoint")
     p.add_argument("--device", help="cpu, cuda or auto (default)")
     p.set_defaults(func=run)
 
@@ -57,17 +63,32 @@ def run(args: argparse.Namespace) -> int:
         "sft_variant": args.sft_variant,
     }
     recipe = load_recipe(path, overrides, args.sets)
-    for objective in recipe.objective:
-        if args.out is None:
-            out = recipe.out_dir(objective)
-        elif "{objective}" in args.out or len(recipe.objective) > 1:
-            out = (
-                Path(args.out.format(objective=objective, name=recipe.name))
-                if "{" in args.out
-                else Path(args.out) / f"{recipe.name}-{objective}"
-            )
-        else:
-            out = Path(args.out)
+    outs = {objective: out_dir(recipe, objective, args.out) for objective in recipe.objective}
+    if not (args.force or args.resume):
+        for out in outs.values():
+            refuse_overwrite(out)
+    for objective, out in outs.items():
         print(f"[train] {recipe.name}: {objective} -> {out}")
         train_one(recipe, objective, out, resume=args.resume, device=args.device)
     return 0
+
+
+def out_dir(recipe: Recipe, objective: str, out: str | None) -> Path:
+    """Where one twin goes: the recipe's `out`, or `--out` (with several objectives, `{objective}` is
+    filled in or a NAME-OBJECTIVE subfolder is made)."""
+    if out is None:
+        return recipe.out_dir(objective)
+    if "{objective}" in out or len(recipe.objective) > 1:
+        if "{" in out:
+            return Path(out.format(objective=objective, name=recipe.name))
+        return Path(out) / f"{recipe.name}-{objective}"
+    return Path(out)
+
+
+def refuse_overwrite(out: Path) -> None:
+    """Training never replaces an existing checkpoint (such as the shipped checkpoints/tiny-*) by
+    accident: checked for every twin before any training starts."""
+    held = [name for name in CHECKPOINT_FILES if (out / name).exists()]
+    if held:
+        raise UserError(f"train: {out} already holds a checkpoint ({', '.join(held)}); pass --out DIR to train "
+                        f"into another folder, or --force to overwrite it")

@@ -6,8 +6,10 @@ the loss is ordinary next-token cross-entropy (the model shifts labels by one). 
 * per-sequence (paper): every row gets its own `int(L * P)` positions, drawn from `range(0, L - 1)`
   (the last input predicts nothing, so masking it would be wasted) with a generator seeded by
   (seed, example index): the same example always gets the same mask, which makes resume exact.
-* official (scitix/MEAP code): every row of an optimizer step shares the same columns, drawn with
-  Python's `random` re-seeded to `50 + step % 51`, so a run only ever sees 51 patterns.
+* official (scitix/MEAP code, `MEAP-Pretain/pretrained/meap_1b.py` `train`): every row of an optimizer
+  step shares the same columns, drawn with Python's `random` re-seeded to `50 + step % 51` (a run only ever
+  sees 51 patterns): `max(1, int(B * P))` of `range(0, B - 1)`, where B = L - 1 is the official block size
+  (its inputs are the first B tokens of a B + 1 token row; our rows of L tokens carry the last target).
 
 The optimizer step is recovered from the example index (`idx // global_batch`), which holds because the
 trainer reads the corpus in order (see run.py).
@@ -29,9 +31,11 @@ def per_sequence_positions(length: int, ratio: float, seed: int, idx: int) -> to
 
 
 def official_positions(step: int, length: int, ratio: float) -> list[int]:
-    """The official code's shared columns for an optimizer step (51 distinct patterns)."""
+    """The official code's shared columns for an optimizer step (51 distinct patterns) in rows of `length`
+    tokens: the official block size is `length - 1`."""
+    block = length - 1
     rnd = random.Random(50 + step % 51)
-    return sorted(rnd.sample(range(0, length - 1), int(length * ratio)))
+    return sorted(rnd.sample(range(0, block - 1), max(1, int(block * ratio))))
 
 
 @dataclass

@@ -1,18 +1,25 @@
-"""Training recipes: YAML files under `train/` read into plain dataclasses (no pydantic here)."""
+"""Training recipes: YAML files under `train/` read into dataclasses, validated by pydantic like the
+evaluation configs (unknown fields and wrong types are one-line errors; `--set` values parsed alike)."""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import yaml
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+from meap_bench.config import OneOrMore, apply_override, error_location, parse_value
 from meap_bench.errors import UserError
+
+STRICT = ConfigDict(extra="forbid")
 
 
 @dataclass
 class ModelSpec:
+    __pydantic_config__ = STRICT
+
     hidden_size: int = 256
     num_layers: int = 4
     num_heads: int = 4
@@ -24,12 +31,16 @@ class ModelSpec:
 
 @dataclass
 class TokenizerSpec:
+    __pydantic_config__ = STRICT
+
     path: str | None = None  # an existing tokenizer dir; else trained on the KJV train split
     vocab_size: int = 4096
 
 
 @dataclass
 class DataSpec:
+    __pydantic_config__ = STRICT
+
     seq_len: int = 1024
     magic_share: float = 0.5  # shares of documents in the packed pre-training corpus
     multidoc_share: float = 0.25
@@ -39,6 +50,8 @@ class DataSpec:
 
 @dataclass
 class TrainSpec:
+    __pydantic_config__ = STRICT
+
     steps: int = 1000
     epochs: int = 1  # SFT only, when steps is 0
     batch_size: int = 8
@@ -55,7 +68,7 @@ class TrainSpec:
     log_every: int = 25
     save_every: int = 500
     eval_every: int = 250  # held-out episode exact match (pre-training only); 0 = off
-    eval_lengths: list[int] = field(default_factory=lambda: [256, 512, 1024])
+    eval_lengths: OneOrMore[int] = field(default_factory=lambda: [256, 512, 1024])
     eval_episodes: int = 40
     num_workers: int = 0
     max_minutes: float = 0.0  # stop early (and save) after this much wall time; 0 = no limit
@@ -64,10 +77,12 @@ class TrainSpec:
 
 @dataclass
 class Recipe:
+    __pydantic_config__ = STRICT
+
     name: str = "run"
     stage: str = "pretrain"  # pretrain | sft
-    objective: list[str] = field(default_factory=lambda: ["ntp", "meap"])
-    mask_ratio: float = 0.15
+    objective: OneOrMore[str] = field(default_factory=lambda: ["ntp", "meap"])
+    mask_ratio: float = 0.15  # an sft recipe without it gets SFT_MASK_RATIO
     mask_sampling: str = "per-sequence"  # per-sequence | official
     sft_variant: str = "concat"  # concat | separate-row
     sft_min_answer: int = 50
@@ -83,6 +98,8 @@ class Recipe:
         return Path(self.out.format(name=self.name, objective=objective))
 
 
+SFT_MASK_RATIO = 0.1  # the official MEAP-SFT/MEAP-SFT.py `mask_ratio` default (the paper's 10%)
+SECTIONS = {"model": ModelSpec, "tokenizer": TokenizerSpec, "data": DataSpec, "train": TrainSpec}
 CHOICES = {
     "stage": ("pretrain", "sft"),
     "mask_sampling": ("per-sequence", "official"),
@@ -90,30 +107,24 @@ CHOICES = {
 }
 
 
-def _build(cls, data: dict, where: str, source: str):
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        if key not in known:
-            raise UserError(f"{source}: unknown field '{where}{key}'; known fields: {', '.join(known)}")
-        sub = {"model": ModelSpec, "tokenizer": TokenizerSpec, "data": DataSpec, "train": TrainSpec}.get(key)
-        if cls is Recipe and sub is not None:
-            if not isinstance(value, dict):
-                raise UserError(f"{source}: field '{key}' must be a mapping")
-            value = _build(sub, value, f"{key}.", source)
-        kwargs[key] = value
-    return cls(**kwargs)
-
-
-def _set(tree: dict, dotted: str, value) -> None:
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-        tree = tree.setdefault(p, {})
-    tree[leaf] = value
+def validated(data: dict, source: str) -> Recipe:
+    """The recipe, or a one-line UserError naming the first wrong field."""
+    try:
+        return TypeAdapter(Recipe).validate_python(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = error_location(first)
+        if first["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+            owner = SECTIONS.get(loc.split(".")[0], Recipe) if "." in loc else Recipe
+            known = ", ".join(f.name for f in fields(owner))
+            raise UserError(f"{source}: unknown field '{loc}'; known fields: {known}") from None
+        value = json.dumps(first.get("input"), default=str)
+        raise UserError(f"{source}: field '{loc}': {value} is invalid ({first['msg'].lower()})") from None
 
 
 def load_recipe(path: str | Path, overrides: dict | None = None, sets: list[str] | None = None) -> Recipe:
-    """Read a recipe, apply `--set KEY=VALUE` strings (YAML-typed values) and then CLI overrides."""
+    """Read a recipe, apply `--set KEY=VALUE` strings (parsed as evaluation `--set` values: `a,b` is a
+    list) and then CLI overrides, and validate the result."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: recipe not found; pass --config train/<recipe>.yaml or --recipe NAME")
@@ -128,13 +139,13 @@ def load_recipe(path: str | Path, overrides: dict | None = None, sets: list[str]
         if "=" not in item:
             raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.steps=100")
         key, value = item.split("=", 1)
-        _set(data, key.strip(), yaml.safe_load(value))
+        apply_override(data, key.strip(), parse_value(value, item))
     for key, value in (overrides or {}).items():
         if value is not None:
-            _set(data, key, value)
-    recipe = _build(Recipe, data, "", str(path))
-    if isinstance(recipe.objective, str):
-        recipe.objective = [recipe.objective]
+            apply_override(data, key, value)
+    if data.get("stage") == "sft":
+        data.setdefault("mask_ratio", SFT_MASK_RATIO)
+    recipe = validated(data, f"{path}" + (" with --set" if sets else ""))
     for obj in recipe.objective:
         if obj not in ("ntp", "meap"):
             raise UserError(f"{path}: objective '{obj}' is not ntp or meap; fix the 'objective' field")

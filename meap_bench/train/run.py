@@ -13,7 +13,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from transformers import ProgressCallback, Trainer, TrainerCallback, TrainingArg
 
 from meap_bench.data.cache import cache_dir
 from meap_bench.errors import UserError
+from meap_bench.provenance import source_commit
 from meap_bench.tokenization import load_tokenizer, mask_token_id
 from meap_bench.train import corpus
 from meap_bench.train.masking import MeapCollator
@@ -112,14 +112,6 @@ class _TimeLimit(TrainerCallback):
             control.should_training_stop = True
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
-    except OSError:
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
 def _cast_saved(folder: Path, dtype: torch.dtype) -> None:
     """Rewrite saved floating-point weights (and config.json's dtype) in `dtype`."""
     for shard in folder.glob("*.safetensors"):
@@ -152,7 +144,6 @@ def make_trainer(recipe: Recipe, objective: str, out: Path, device: str | None =
         data_sha = corpus.data_sha256(tok, vars(d), recipe.seed)
     else:
         model = load_for_sft(recipe.init, tok)
-        mask_id = mask_token_id(tok)
         rows = build_sft_rows(
             load_records(d.sft_path),
             tok,
@@ -243,7 +234,7 @@ def train_one(recipe: Recipe, objective: str, out: Path, resume: bool = False, d
         "steps": steps,
         "seed": recipe.seed,
         "data_sha256": info["data_sha256"],
-        "git_commit": _git_commit(),
+        **source_commit(),
         "recipe": recipe.name,
         "train_seconds": round(seconds, 1),
         "bf16": info["bf16"],

@@ -1,12 +1,15 @@
 """MEAP for supervised fine-tuning, and the SFT data set.
 
 * concat (paper): when the answer is longer than `min_answer` tokens, the row is
-  `prompt + answer + eos + prompt + masked_answer + eos`, where `masked_answer` has `int(n * P)` of its
-  n tokens replaced by `[MASK]`; labels are the clean answer (and eos) in the first half and the clean
-  token at each masked position in the copy (-100 elsewhere). Shorter answers: a plain SFT row.
-* separate-row (official code): the plain SFT row, plus, when the answer is long enough, a second row
-  `prompt + masked_answer + eos` with labels only at the masked positions.
+  `prompt + answer + eos + prompt + masked_answer + eos`, where `masked_answer` has `max(1, int(n * P))`
+  of its n tokens replaced by `[MASK]`; labels are the clean answer (and eos) in the first half and the
+  clean token at each masked position in the copy (-100 elsewhere). Shorter answers: a plain SFT row.
+* separate-row (official code, `MEAP-SFT/MEAP-SFT.py` `preprocess_function`): the plain SFT row, plus,
+  when the answer is long enough, a second row `prompt + masked_answer + eos` with labels only at the
+  masked positions.
 
+As the official code: n counts the answer tokens that fit the row (`max_len - 1` with the final eos), the
+masks are drawn among those only, and rows left without any target are dropped (`filter_empty_labels`).
 Labels are aligned with the inputs (the model does the usual one-token shift). Masks are drawn once at
 preprocessing time from a seeded generator.
 """
@@ -30,8 +33,9 @@ def plain_row(prompt: list[int], answer: list[int], eos: int) -> dict[str, list[
 
 
 def masked_answer(answer: list[int], mask_id: int, ratio: float, rng: random.Random) -> tuple[list[int], list[int]]:
-    """The answer with `int(n * ratio)` tokens masked, and its labels (clean token where masked)."""
-    where = set(rng.sample(range(len(answer)), int(len(answer) * ratio)))
+    """The (non-empty) answer with `max(1, int(n * ratio))` tokens masked, and its labels (clean token
+    where masked)."""
+    where = set(rng.sample(range(len(answer)), max(1, int(len(answer) * ratio))))
     masked = [mask_id if i in where else t for i, t in enumerate(answer)]
     labels = [t if i in where else IGNORE for i, t in enumerate(answer)]
     return masked, labels
@@ -46,19 +50,25 @@ def sft_rows(
     variant: str,
     ratio: float,
     min_answer: int,
+    max_len: int,
     rng: random.Random,
 ) -> list[dict[str, list[int]]]:
-    """Training rows for one example; NTP when `mask_id` is None or ratio is 0."""
+    """Training rows (at most `max_len` tokens, each with a target) for one example; NTP when `mask_id` is
+    None or ratio is 0."""
+    if variant not in ("concat", "separate-row"):
+        raise ValueError(f"unknown sft variant {variant!r}")
     plain = plain_row(prompt, answer, eos)
-    if mask_id is None or ratio <= 0 or len(answer) <= min_answer:
-        return [plain]
-    masked, masked_labels = masked_answer(answer, mask_id, ratio, rng)
-    copy = {"input_ids": prompt + masked + [eos], "labels": [IGNORE] * len(prompt) + masked_labels + [IGNORE]}
-    if variant == "concat":
-        return [{k: plain[k] + copy[k] for k in plain}]
-    if variant == "separate-row":
-        return [plain, copy]
-    raise ValueError(f"unknown sft variant {variant!r}")
+    rows = [plain]
+    if mask_id is not None and ratio > 0 and len(answer) > min_answer:
+        start = len(prompt) + (len(plain["input_ids"]) if variant == "concat" else 0)
+        fits = min(len(answer), max_len - 1 - start)  # official: target_end = min(len(full), max_length - 1)
+        if fits > 0:
+            masked, masked_labels = masked_answer(answer[:fits], mask_id, ratio, rng)
+            copy = {"input_ids": prompt + masked + [eos],
+                    "labels": [IGNORE] * len(prompt) + masked_labels + [IGNORE]}
+            rows = [{k: plain[k] + copy[k] for k in plain}] if variant == "concat" else [plain, copy]
+    rows = [{k: v[:max_len] for k, v in row.items()} for row in rows]
+    return [row for row in rows if any(label != IGNORE for label in row["labels"])]
 
 
 def load_records(path: str | Path) -> list[tuple[str, str]]:
@@ -124,10 +134,8 @@ def build_sft_rows(
     for prompt, answer in pairs:
         p = tokenizer(prompt)["input_ids"]
         a = tokenizer(answer, add_special_tokens=False)["input_ids"]
-        for row in sft_rows(
-            p, a, eos=eos, mask_id=mask_id, variant=variant, ratio=ratio, min_answer=min_answer, rng=rng
-        ):
-            rows.append({k: v[:max_len] for k, v in row.items()})
+        rows += sft_rows(p, a, eos=eos, mask_id=mask_id, variant=variant, ratio=ratio, min_answer=min_answer,
+                         max_len=max_len, rng=rng)
     return rows
 
 
