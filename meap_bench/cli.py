@@ -386,8 +386,9 @@ def main(argv: list[str] | None = None) -> int:
         return interrupted() if PROGRESS.interrupted and code != 130 else code
     finally:
         sys.unraisablehook = previous_hook
-        if catch:
-            signal.signal(signal.SIGINT, previous)
+        if catch:  # after a Ctrl-C, a process whose default was to die by SIGINT stays deaf to a late one
+            late = PROGRESS.interrupted and previous == signal.SIG_DFL
+            signal.signal(signal.SIGINT, signal.SIG_IGN if late else previous)
 
 
 def run_command(argv: list[str] | None) -> int:
