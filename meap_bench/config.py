@@ -63,6 +63,7 @@ class Checkpoint(Strict):
     chat_template: bool = False
     batch_size: PositiveInt = 8
     vllm: VLLMSettings | None = None
+    device_map: str | None = None  # HF backend: accelerate placement across the machine's GPUs ("auto", "balanced")
 
     @field_validator("name", "pair")
     @classmethod
@@ -74,11 +75,13 @@ class Checkpoint(Strict):
         return value
 
     @model_serializer(mode="wrap")
-    def _without_unset_vllm(self, handler: Any) -> dict[str, Any]:
-        """Leave out `vllm: null`, so that the identity of runs recorded before it existed is unchanged."""
+    def _without_unset_options(self, handler: Any) -> dict[str, Any]:
+        """Leave out `vllm: null` and `device_map: null`, so that the identity of runs recorded before they existed
+        is unchanged."""
         data = handler(self)
-        if data.get("vllm") is None:
-            data.pop("vllm", None)
+        for key in ("vllm", "device_map"):
+            if data.get(key) is None:
+                data.pop(key, None)
         return data
 
 

@@ -1,12 +1,16 @@
-"""Equal-length batching and prefix reuse in the HF backend give exactly the outputs of the plain path
-(mixed-length, padded batches, every prompt prefilled whole) on a needle-like depth sweep."""
+"""The HF backend's speed options give exactly the outputs of the plain path (mixed-length, padded batches,
+every prompt prefilled whole, every context scored from scratch) on a needle-like depth sweep: equal-length
+batches, prefix reuse within and across batches (and for scoring a generated prompt's candidates), a static
+decode cache, and accelerate placement (`device_map`)."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
-from meap_bench.backends.base import GenRequest, LLRequest
+from meap_bench.backends.base import PREFIX_REUSE, GenRequest, LLRequest
 from meap_bench.backends.hf import MIN_PREFIX, HFBackend, shared_prefix
+from meap_bench.backends.hf_cache import PrefixStore
 from meap_bench.config import Checkpoint
 
 HAYSTACK = "Rivers run to the sea, yet the sea is not full. Every morning the baker opens the shop at six. " * 6
@@ -23,32 +27,100 @@ def sweep(tokenizer) -> list[GenRequest]:
     return requests + [GenRequest(base[:40] + question, 6), GenRequest(base[:41], 12)]
 
 
-@pytest.mark.parametrize("batch_size", [1, 3, 8])
-def test_equal_length_batches_and_prefix_reuse_match_the_plain_path(tiny_pair, batch_size, monkeypatch):
-    checkpoint = Checkpoint(name="t", path=str(tiny_pair["meap"]), objective="meap", batch_size=batch_size)
-    plain = HFBackend(checkpoint, "cpu", equal_length=False, prefix_reuse=False)
-    fast = HFBackend(checkpoint, "cpu", equal_length=True, prefix_reuse=True)
-    requests = sweep(plain.tokenizer)
-    reused: list[bool] = []
-    original = fast.prefix_cache
+def candidates(requests: list[GenRequest]) -> list[LLRequest]:
+    """Scoring after generation, as the runner does: each prompt with candidates of 1 to 4 tokens."""
+    return [LLRequest(r.prompt_ids, r.prompt_ids[k:k + width]) for r in requests for k, width in
+            ((5, 4), (9, 1), (20, 3))] + [LLRequest(requests[0].prompt_ids[:-3], requests[0].prompt_ids[-3:])]
 
-    def watched(batch: list[GenRequest]) -> dict:
-        found = original(batch)
-        reused.append(bool(found))
-        return found
 
-    monkeypatch.setattr(fast, "prefix_cache", watched)
-    assert fast.generate(requests) == plain.generate(requests)
-    assert (batch_size > 1) == any(reused)  # the shared prefix really was prefilled once for a batch
-    ll = [LLRequest(r.prompt_ids[:-3], r.prompt_ids[-3:]) for r in requests]
-    ours, theirs = fast.loglikelihood(ll), plain.loglikelihood(ll)
+def assert_same_scores(ours, theirs) -> None:
     assert [o.is_greedy for o in ours] == [o.is_greedy for o in theirs]
     assert all(abs(a.logprob - b.logprob) < 1e-4 for a, b in zip(ours, theirs, strict=True))
 
 
+def checkpoint(tiny_pair, batch_size: int, **extra) -> Checkpoint:
+    return Checkpoint(name="t", path=str(tiny_pair["meap"]), objective="meap", batch_size=batch_size,
+                      dtype="float32", **extra)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+def test_equal_length_batches_and_prefix_reuse_match_the_plain_path(tiny_pair, batch_size):
+    plain = HFBackend(checkpoint(tiny_pair, batch_size), "cpu", equal_length=False, prefix_reuse=False)
+    fast = HFBackend(checkpoint(tiny_pair, batch_size), "cpu", equal_length=True, prefix_reuse=True)
+    requests = sweep(plain.tokenizer)
+    assert fast.generate(requests) == plain.generate(requests)
+    # every depth reused a stored prefix of the haystack (across batches too, even one prompt per batch)
+    prefixes = [e for e in fast.store.entries.values() if e.logits is None]
+    assert prefixes and all(len(e.ids) >= MIN_PREFIX for e in prefixes)
+    assert all(fast.store.exact(r.prompt_ids) is not None for r in requests)  # kept for scoring
+    scored = candidates(requests)
+    assert_same_scores(fast.loglikelihood(scored), plain.loglikelihood(scored))
+
+
+def test_scoring_a_stored_prompt_needs_no_second_prefill(tiny_pair):
+    """Candidates of a just-generated prompt are scored on its stored cache: the model never sees the
+    prompt again (every forward gets fewer tokens than the prompt), and the scores equal the plain path's."""
+    plain = HFBackend(checkpoint(tiny_pair, 8), "cpu", equal_length=False, prefix_reuse=False)
+    fast = HFBackend(checkpoint(tiny_pair, 8), "cpu", equal_length=True, prefix_reuse=True)
+    requests = sweep(fast.tokenizer)[:4]
+    fast.generate(requests)
+    seen: list[int] = []
+    hook = fast.model.register_forward_pre_hook(lambda _, args, kwargs: seen.append(kwargs["input_ids"].shape[1]),
+                                                with_kwargs=True)
+    scored = candidates(requests)[:-1]
+    try:
+        ours = fast.loglikelihood(scored)
+    finally:
+        hook.remove()
+    assert seen and max(seen) < min(len(r.prompt_ids) for r in requests)
+    assert len(seen) == len(requests)  # one forward per prompt for all its candidates
+    assert_same_scores(ours, plain.loglikelihood(scored))
+
+
+def test_eager_attention_takes_the_packed_candidates_too(tiny_pair):
+    """The packed candidates' 4D mask is additive (float) under eager attention, boolean under SDPA."""
+    plain = HFBackend(checkpoint(tiny_pair, 4), "cpu", equal_length=False, prefix_reuse=False)
+    fast = HFBackend(checkpoint(tiny_pair, 4), "cpu", equal_length=True, prefix_reuse=True)
+    fast.model.set_attn_implementation("eager")
+    assert fast.model.config._attn_implementation == "eager"
+    requests = sweep(fast.tokenizer)[:3]
+    assert fast.generate(requests) == plain.generate(requests)
+    scored = candidates(requests)
+    assert_same_scores(fast.loglikelihood(scored), plain.loglikelihood(scored))
+
+
+def test_static_cache_and_device_map_match_the_plain_path(tiny_pair):
+    plain = HFBackend(checkpoint(tiny_pair, 4), "cpu", equal_length=False, prefix_reuse=False)
+    static = HFBackend(checkpoint(tiny_pair, 4), "cpu", equal_length=True, prefix_reuse=False, static_cache=True)
+    placed = HFBackend(checkpoint(tiny_pair, 4, device_map="auto"), "cpu", prefix_reuse=True)
+    requests = sweep(plain.tokenizer)
+    reference = plain.generate(requests)
+    assert static.generate(requests) == reference
+    assert placed.generate(requests) == reference
+    assert placed.device == placed.model.get_input_embeddings().weight.device  # inputs follow the placement
+    scored = candidates(requests)
+    assert_same_scores(placed.loglikelihood(scored), plain.loglikelihood(scored))
+
+
+def test_options_default_off_on_cpu_and_capabilities_say_what_runs(tiny_pair):
+    default = HFBackend(checkpoint(tiny_pair, 4), "cpu")
+    assert default.options() == {"equal_length": False, "prefix_reuse": False, "static_cache": False}
+    assert PREFIX_REUSE not in default.capabilities
+    assert PREFIX_REUSE in HFBackend(checkpoint(tiny_pair, 4), "cpu", prefix_reuse=True).capabilities
+
+
+def test_store_drops_the_oldest_beyond_its_budget():
+    kv = [(torch.zeros(1, 2, 10, 4), torch.zeros(1, 2, 10, 4))]  # 640 bytes
+    store = PrefixStore(budget=1500)
+    for first in (1, 2, 3):
+        store.add([first] + list(range(9)), kv, torch.zeros(5))
+    assert [int(e.ids[0]) for e in store.entries.values()] == [2, 3] and store.nbytes == 1280
+    assert store.longest([3, 0, 1, 2, 7])[0] == 4 and store.exact([1] + list(range(9))) is None
+    assert store.exact([2] + list(range(9))) is not None
+
+
 def test_batches_group_prompts_that_share_a_prefix(tiny_pair):
-    checkpoint = Checkpoint(name="t", path=str(tiny_pair["meap"]), objective="meap", batch_size=8)
-    fast = HFBackend(checkpoint, "cpu", equal_length=True, prefix_reuse=True)
+    fast = HFBackend(checkpoint(tiny_pair, 8), "cpu", equal_length=True, prefix_reuse=True)
     requests = sweep(fast.tokenizer)
     batches: list[list[GenRequest]] = []
     fast.batched(requests, lambda r: len(r.prompt_ids), lambda b: batches.append(b) or [None] * len(b),

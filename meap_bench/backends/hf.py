@@ -39,6 +39,7 @@ from meap_bench.backends.common import (
     local_snapshot,
     resolve_device,
 )
+from meap_bench.backends.hf_cache import KV, Entry, PrefixStore, build_cache, cache_tensors
 from meap_bench.config import Checkpoint
 from meap_bench.errors import UserError
 from meap_bench.faults import fault_point
@@ -47,6 +48,11 @@ from meap_bench.tokenization import excluded_token_ids
 R = TypeVar("R")
 Out = TypeVar("Out")
 MIN_PREFIX = 32  # shared prompt tokens worth a separate prefill
+# Speed options on CUDA unless the caller says otherwise (every one gives the plain path's outputs; tested).
+# On CPU all are off: measured no faster there (docs/performance.md). Decided from benchmarks/gpu_suite.py.
+CUDA_DEFAULTS = {"equal_length": True, "prefix_reuse": True, "static_cache": False}
+STORE_SHARE = 0.25  # share of the GPU's memory that stored KV caches may hold (prefix_reuse)
+CPU_STORE_BYTES = 1 << 30
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -55,6 +61,11 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
             return torch.bfloat16
         return torch.float32
     return getattr(torch, name)
+
+
+def returned_cache(out):
+    """The KV cache a forward or generate() returned (`cache` in recent transformers 5, else `past_key_values`)."""
+    return out.cache if getattr(out, "cache", None) is not None else getattr(out, "past_key_values", None)
 
 
 def shared_prefix(sequences: list[Sequence[int]]) -> int:
@@ -100,17 +111,23 @@ class HFBackend:
     """Tokenizer, config and fingerprint are read at once; the weights load on first use, so a resumed
     run whose samples are all recorded never loads them."""
 
-    capabilities = frozenset({ATTENTION, REAL_VOCAB, PREFIX_REUSE})
-
-    def __init__(self, checkpoint: Checkpoint, device: str = "auto", equal_length: bool = False,
-                 prefix_reuse: bool = False) -> None:
-        """`equal_length`: a batch holds prompts of one length only (no padding, so no padding mask and
-        the fused SDPA/flash kernels apply); `prefix_reuse`: a generation batch whose prompts share a prefix
-        prefills it once. Both give the outputs of the plain path (tested); off, batches are as before."""
-        self.equal_length, self.prefix_reuse = equal_length, prefix_reuse
+    def __init__(self, checkpoint: Checkpoint, device: str = "auto", equal_length: bool | None = None,
+                 prefix_reuse: bool | None = None, static_cache: bool | None = None) -> None:
+        """Speed options, each giving the plain path's outputs (tested); None: on where CUDA_DEFAULTS says, on
+        CUDA only. `equal_length`: a batch holds prompts of one length only (no padding, so no padding mask
+        and the fused SDPA/flash kernels apply). `prefix_reuse`: the KV caches of prompts and of shared
+        prefixes are kept (up to a memory budget), so that a batch starts from the longest stored prefix of
+        its prompts (a depth sweep shares the haystack up to the insertion point) and scoring a prompt's
+        candidates reuses its prefill. `static_cache`: generate() decodes into a preallocated cache."""
         self.name = checkpoint.name
         self.checkpoint = checkpoint
         self.device = resolve_device(device)
+        cuda = self.device.type == "cuda"
+        chosen = {"equal_length": equal_length, "prefix_reuse": prefix_reuse, "static_cache": static_cache}
+        for option, value in chosen.items():
+            setattr(self, option, (cuda and CUDA_DEFAULTS[option]) if value is None else value)
+        budget = torch.cuda.get_device_properties(self.device).total_memory * STORE_SHARE if cuda else CPU_STORE_BYTES
+        self.store = PrefixStore(int(budget))
         self.dtype = resolve_dtype(checkpoint.dtype, self.device)
         self.batch_size = checkpoint.batch_size
         self.tokenizer = load_checkpoint_tokenizer(checkpoint)
@@ -124,11 +141,21 @@ class HFBackend:
         self._model: PreTrainedModel | None = None
 
     @property
+    def capabilities(self) -> frozenset[str]:
+        """What this instance does: prefix reuse only where it is switched on."""
+        return frozenset({ATTENTION, REAL_VOCAB} | ({PREFIX_REUSE} if self.prefix_reuse else set()))
+
+    def options(self) -> dict[str, bool]:
+        return {"equal_length": self.equal_length, "prefix_reuse": self.prefix_reuse,
+                "static_cache": self.static_cache}
+
+    @property
     def model(self) -> PreTrainedModel:
         if self._model is None:
             fault_point("load")
+            placement = {"device_map": self.checkpoint.device_map} if self.checkpoint.device_map else {}
             try:
-                model = AutoModelForCausalLM.from_pretrained(self.checkpoint.path, dtype=self.dtype)
+                model = AutoModelForCausalLM.from_pretrained(self.checkpoint.path, dtype=self.dtype, **placement)
             except torch.cuda.OutOfMemoryError:
                 raise
             except (OSError, ValueError, RuntimeError, SafetensorError, pickle.UnpicklingError) as err:
@@ -136,10 +163,15 @@ class HFBackend:
                 raise UserError(f"checkpoint '{self.name}': cannot load weights from "
                                 f"'{self.checkpoint.path}' ({first}); the files are damaged or incomplete: "
                                 f"copy or download them again") from None
-            self._model = model.to(self.device).eval()
-            rows = model.get_output_embeddings().weight.shape[0]
+            if placement:  # accelerate placed the layers (across GPUs): inputs go where the embeddings are
+                self.device = model.get_input_embeddings().weight.device
+            else:
+                model = model.to(self.device)
+            self._model = model.eval()
+            output = model.get_output_embeddings().weight
+            rows = output.shape[0]
             self.excluded_ids = excluded_token_ids(self.tokenizer, rows)
-            self.excluded = torch.zeros(rows, dtype=torch.bool, device=self.device)
+            self.excluded = torch.zeros(rows, dtype=torch.bool, device=output.device)
             self.excluded[self.excluded_ids] = True
         return self._model
 
@@ -167,6 +199,7 @@ class HFBackend:
             except torch.cuda.OutOfMemoryError:
                 if self.batch_size == 1:
                     raise
+                self.store.clear()
                 torch.cuda.empty_cache()
                 self.batch_size //= 2
                 continue
@@ -197,14 +230,22 @@ class HFBackend:
         model = self.model  # loads the weights (and the excluded ids of its real embedding size)
         ids, mask = self.pad([r.prompt_ids for r in requests], left=True)
         ends = RowEnds(self.tokenizer, requests, ids.shape[1])
+        prompts = [r.prompt_ids for r in requests]
+        unpadded = len({len(p) for p in prompts}) == 1
+        cache = self.prefix_cache(prompts) if self.prefix_reuse and unpadded else {}
+        keep = self.prefix_reuse and unpadded  # store the prompts' caches for later batches and for scoring
+        static = {"cache_implementation": "static"} if self.static_cache and not cache else {}
         config = GenerationConfig(
             max_new_tokens=max(r.max_new_tokens for r in requests), do_sample=False, num_beams=1,
             eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.pad_id,
-            suppress_tokens=self.excluded_ids or None,
+            suppress_tokens=self.excluded_ids or None, return_dict_in_generate=keep, output_logits=keep, **static,
         )
         out = model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                             generation_config=config, stopping_criteria=StoppingCriteriaList([ends]),
-                             **self.prefix_cache(requests))
+                             generation_config=config, stopping_criteria=StoppingCriteriaList([ends]), **cache)
+        if keep:
+            for row, prompt in enumerate(prompts):
+                self.store.add(prompt, cache_tensors(returned_cache(out), row, len(prompt)), out.logits[0][row])
+            out = out.sequences
         outputs = []
         for row, request in enumerate(requests):
             new = out[row, ids.shape[1]:ids.shape[1] + ends.kept(row, out.shape[1] - ids.shape[1])].tolist()
@@ -212,20 +253,35 @@ class HFBackend:
             outputs.append(GenOutput(text=cut_at_stop(text, request.stop), token_ids=new))
         return outputs
 
-    def prefix_cache(self, requests: list[GenRequest]) -> dict:
-        """`past_key_values` holding the prompts' common prefix, prefilled once for the whole batch, where
-        `prefix_reuse` is on, the prompts have one length (no padding shifts their positions) and share at
-        least MIN_PREFIX tokens; else nothing. generate() then prefills only the rest of each prompt."""
-        prompts = [r.prompt_ids for r in requests]
-        if not self.prefix_reuse or len(prompts) < 2 or len({len(p) for p in prompts}) != 1:
+    def prefix_cache(self, prompts: list[list[int]]) -> dict:
+        """`past_key_values` for a batch of prompts of one length: every row starts from the longest prefix
+        stored for it (a common prefix of the batch not yet stored is prefilled once first, from the longest
+        stored prefix of it, and stored), cut to the shortest of them; nothing where that is under
+        MIN_PREFIX tokens. generate() then prefills only the rest of each prompt."""
+        model = self.model
+        common = min(shared_prefix(prompts), len(prompts[0]) - 1)  # generate() needs one uncached token
+        if common >= MIN_PREFIX and self.store.longest(prompts[0][:common])[0] < common:
+            self.store.add(prompts[0][:common], self.prefill(prompts[0][:common]))
+        found = [self.store.longest(p) for p in prompts]
+        length = min(min(n for n, _ in found), len(prompts[0]) - 1)
+        if length < MIN_PREFIX:
             return {}
-        shared = min(shared_prefix(prompts), len(prompts[0]) - 1)  # generate() needs one uncached token
-        if shared < MIN_PREFIX:
-            return {}
-        out = self.model(input_ids=torch.tensor([prompts[0][:shared]], device=self.device), use_cache=True)
-        cache = out.cache if hasattr(out, "cache") else out.past_key_values
-        cache.batch_repeat_interleave(len(prompts))
+        cache = build_cache(model.config, [entry.kv for _, entry in found], length)  # type: ignore[union-attr]
         return {"cache" if self._forward_takes("cache") else "past_key_values": cache}
+
+    def prefill(self, ids: list[int]) -> KV:
+        """Keys and values of `ids`, continuing the longest stored prefix of them."""
+        start, entry = self.store.longest(ids)
+        start = min(start, len(ids) - 1)
+        past = {}
+        if entry is not None and start >= MIN_PREFIX:
+            past = {"cache" if self._forward_takes("cache") else "past_key_values":
+                    build_cache(self.model.config, [entry.kv], start)}
+        else:
+            start = 0
+        keep = {"logits_to_keep": 1} if self._forward_takes("logits_to_keep") else {}
+        out = self.model(input_ids=torch.tensor([ids[start:]], device=self.device), use_cache=True, **past, **keep)
+        return cache_tensors(returned_cache(out), 0, len(ids))
 
     @torch.inference_mode()
     def loglikelihood(self, requests: list[LLRequest]) -> list[LLOutput]:
@@ -239,9 +295,17 @@ class HFBackend:
         groups: dict[tuple[int, ...], list[int]] = {}
         for index, request in enumerate(requests):
             groups.setdefault(tuple(request.context_ids), []).append(index)
+        results: list[LLOutput | None] = [None] * len(requests)
+        for context in list(groups) if self.prefix_reuse else []:  # contexts prefilled before (a prompt just generated)
+            entry = self.store.exact(context) if context else None
+            packable = self.model.config._attn_implementation in ("sdpa", "eager")  # 4D masks taken as given
+            if entry is not None and (packable or all(len(requests[i].continuation_ids) == 1 for i in groups[context])):
+                members = groups.pop(context)
+                for index, output in zip(members, self._stored_context([requests[i] for i in members], entry),
+                                         strict=True):
+                    results[index] = output
         shared = [members for context, members in groups.items() if context and len(members) > 1]
         alone = [i for context, members in groups.items() if not (context and len(members) > 1) for i in members]
-        results: list[LLOutput | None] = [None] * len(requests)
         singles = self.batched([requests[i] for i in alone], lambda r: len(r.context_ids) + len(r.continuation_ids),
                                self._loglikelihood_batch)
         for index, output in zip(alone, singles, strict=True):
@@ -279,7 +343,7 @@ class HFBackend:
         flat = [(g, request) for g, group in enumerate(groups) for request in group]
         longer = [k for k, (_, request) in enumerate(flat) if len(request.continuation_ids) > 1]
         later = None
-        cache = out.cache if hasattr(out, "cache") else getattr(out, "past_key_values", None)
+        cache = returned_cache(out)
         if longer and cache is None:  # a model that returns no KV cache: score these requests whole
             outputs = iter(self._loglikelihood_batch([request for _, request in flat]))
             return [[next(outputs) for _ in group] for group in groups]
@@ -302,6 +366,35 @@ class HFBackend:
                 pieces.append(later[row_of[k], :len(request.continuation_ids) - 1])  # type: ignore[index]
         outputs = iter(self._score(torch.cat(pieces), [request for _, request in flat]))
         return [[next(outputs) for _ in group] for group in groups]
+
+    def _stored_context(self, group: list[LLRequest], entry: Entry) -> list[LLOutput]:
+        """Requests on one context whose cache and last logits are stored: the first continuation token is
+        scored from the stored logits; the other tokens of all continuations run in one forward on one copy
+        of the context's cache (not one per continuation), packed into one row under a 4D mask in which each
+        continuation sees the context and its own earlier tokens."""
+        model, n = self.model, len(entry.ids)
+        tails = [r.continuation_ids[:-1] for r in group]
+        later: list[torch.Tensor] = [entry.logits[None][:0]] * len(group)
+        if any(tails):
+            key = "cache" if self._forward_takes("cache") else "past_key_values"
+            ids = [t for tail in tails for t in tail]
+            positions = torch.tensor([n + i for tail in tails for i in range(len(tail))])
+            allowed = torch.zeros(len(ids), n + len(ids), dtype=torch.bool)
+            allowed[:, :n] = True
+            start = 0
+            for tail in tails:
+                allowed[start:start + len(tail), n + start:n + start + len(tail)] = torch.ones(
+                    len(tail), len(tail), dtype=torch.bool).tril()
+                start += len(tail)
+            mask = allowed if model.config._attn_implementation == "sdpa" else torch.zeros(
+                allowed.shape, dtype=self.dtype).masked_fill(~allowed, torch.finfo(self.dtype).min)
+            logits = model(input_ids=torch.tensor([ids], device=self.device), position_ids=positions[None].to(
+                self.device), attention_mask=mask[None, None].to(self.device),
+                **{key: build_cache(model.config, [entry.kv], n)}).logits[0]
+            bounds = torch.tensor([0] + [len(t) for t in tails]).cumsum(0).tolist()
+            later = [logits[a:b].float() for a, b in zip(bounds, bounds[1:], strict=False)]
+        pieces = [piece for k in range(len(group)) for piece in (entry.logits[None], later[k])]
+        return self._score(torch.cat(pieces), group)
 
     @torch.inference_mode()
     def attention(self, requests: list[AttnRequest]) -> list[AttnOutput]:
