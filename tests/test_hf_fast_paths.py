@@ -46,12 +46,17 @@ def checkpoint(tiny_pair, batch_size: int, **extra) -> Checkpoint:
 @pytest.mark.parametrize("batch_size", [1, 3, 8])
 def test_equal_length_batches_and_prefix_reuse_match_the_plain_path(tiny_pair, batch_size):
     plain = HFBackend(checkpoint(tiny_pair, batch_size), "cpu", equal_length=False, prefix_reuse=False)
+    batched = HFBackend(checkpoint(tiny_pair, batch_size), "cpu", equal_length=True, prefix_reuse=False)
     fast = HFBackend(checkpoint(tiny_pair, batch_size), "cpu", equal_length=True, prefix_reuse=True)
     requests = sweep(plain.tokenizer)
-    assert fast.generate(requests) == plain.generate(requests)
-    # every depth reused a stored prefix of the haystack (across batches too, even one prompt per batch)
-    prefixes = [e for e in fast.store.entries.values() if e.logits is None]
-    assert prefixes and all(len(e.ids) >= MIN_PREFIX for e in prefixes)
+    tokens = {}
+    for name, backend in (("batched", batched), ("fast", fast)):
+        seen = tokens.setdefault(name, [])
+        backend.model.register_forward_pre_hook(lambda _, args, kwargs, s=seen: s.append(kwargs["input_ids"].numel()),
+                                                with_kwargs=True)
+        assert backend.generate(requests) == plain.generate(requests)
+    # the same batches computed fewer tokens: stored prefixes were reused, across batches too (batch size 1)
+    assert sum(tokens["fast"]) < sum(tokens["batched"]) - len(HAYSTACK) // 8
     assert all(fast.store.exact(r.prompt_ids) is not None for r in requests)  # kept for scoring
     scored = candidates(requests)
     assert_same_scores(fast.loglikelihood(scored), plain.loglikelihood(scored))

@@ -255,12 +255,12 @@ class HFBackend:
 
     def prefix_cache(self, prompts: list[list[int]]) -> dict:
         """`past_key_values` for a batch of prompts of one length: every row starts from the longest prefix
-        stored for it (a common prefix of the batch not yet stored is prefilled once first, from the longest
-        stored prefix of it, and stored), cut to the shortest of them; nothing where that is under
-        MIN_PREFIX tokens. generate() then prefills only the rest of each prompt."""
+        stored for it (a common prefix of a batch of several, not yet stored, is prefilled once first, from
+        the longest stored prefix of it, and stored), cut to the shortest of them; nothing where that is
+        under MIN_PREFIX tokens. generate() then prefills only the rest of each prompt."""
         model = self.model
         common = min(shared_prefix(prompts), len(prompts[0]) - 1)  # generate() needs one uncached token
-        if common >= MIN_PREFIX and self.store.longest(prompts[0][:common])[0] < common:
+        if len(prompts) > 1 and common >= MIN_PREFIX and self.store.longest(prompts[0][:common])[0] < common:
             self.store.add(prompts[0][:common], self.prefill(prompts[0][:common]))
         found = [self.store.longest(p) for p in prompts]
         length = min(min(n for n, _ in found), len(prompts[0]) - 1)
@@ -296,9 +296,9 @@ class HFBackend:
         for index, request in enumerate(requests):
             groups.setdefault(tuple(request.context_ids), []).append(index)
         results: list[LLOutput | None] = [None] * len(requests)
+        packable = self.prefix_reuse and self.model.config._attn_implementation in ("sdpa", "eager")  # 4D masks
         for context in list(groups) if self.prefix_reuse else []:  # contexts prefilled before (a prompt just generated)
             entry = self.store.exact(context) if context else None
-            packable = self.model.config._attn_implementation in ("sdpa", "eager")  # 4D masks taken as given
             if entry is not None and (packable or all(len(requests[i].continuation_ids) == 1 for i in groups[context])):
                 members = groups.pop(context)
                 for index, output in zip(members, self._stored_context([requests[i] for i in members], entry),
