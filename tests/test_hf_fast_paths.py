@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from meap_bench.backends.base import PREFIX_REUSE, GenRequest, LLRequest
-from meap_bench.backends.hf import MIN_PREFIX, HFBackend, shared_prefix
+from meap_bench.backends.hf import HFBackend
 from meap_bench.backends.hf_cache import PrefixStore
 from meap_bench.config import Checkpoint
 
@@ -124,14 +124,14 @@ def test_store_drops_the_oldest_beyond_its_budget():
     assert store.exact([2] + list(range(9))) is not None
 
 
-def test_batches_group_prompts_that_share_a_prefix(tiny_pair):
+def test_prefix_reuse_decodes_prompts_of_several_lengths_together(tiny_pair):
+    """Prompts are prefilled one by one (unpadded), then decoded in one batch whatever their lengths."""
     fast = HFBackend(checkpoint(tiny_pair, 8), "cpu", equal_length=True, prefix_reuse=True)
     requests = sweep(fast.tokenizer)
-    batches: list[list[GenRequest]] = []
-    fast.batched(requests, lambda r: len(r.prompt_ids), lambda b: batches.append(b) or [None] * len(b),
-                 key=lambda r: r.prompt_ids)
-    for batch in batches:
-        assert len({len(r.prompt_ids) for r in batch}) == 1  # never padded
-        if len(batch) > 1 and shared_prefix([batch[0].prompt_ids, batch[1].prompt_ids]) >= MIN_PREFIX:
-            assert shared_prefix([r.prompt_ids for r in batch]) >= MIN_PREFIX
-    assert sorted(id(r) for b in batches for r in b) == sorted(id(r) for r in requests)
+    shapes: list[tuple[int, int]] = []
+    fast.model.register_forward_pre_hook(lambda _, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)),
+                                         with_kwargs=True)
+    fast.generate(requests)
+    first_batch = sorted(requests, key=lambda r: -len(r.prompt_ids))[:8]
+    assert len({len(r.prompt_ids) for r in first_batch}) > 1
+    assert (8, 1) in shapes and all(rows == 1 for rows, width in shapes if width > 1)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import pickle
 from collections.abc import Callable, Sequence
-from itertools import takewhile
 from typing import TypeVar
 
 import torch
@@ -68,16 +67,6 @@ def returned_cache(out):
     return out.cache if getattr(out, "cache", None) is not None else getattr(out, "past_key_values", None)
 
 
-def shared_prefix(sequences: list[Sequence[int]]) -> int:
-    """How many leading tokens all sequences share."""
-    shared = 0
-    for column in zip(*sequences, strict=False):
-        if any(t != column[0] for t in column):
-            break
-        shared += 1
-    return shared
-
-
 class RowEnds(StoppingCriteria):
     """Where each row of a batch ends: after the token that completes one of its own stop strings, at its own
     max_new_tokens, or before EOS. `transformers` pads a row once it has ended and stops when all have."""
@@ -128,6 +117,8 @@ class HFBackend:
             setattr(self, option, (cuda and CUDA_DEFAULTS[option]) if value is None else value)
         budget = torch.cuda.get_device_properties(self.device).total_memory * STORE_SHARE if cuda else CPU_STORE_BYTES
         self.store = PrefixStore(int(budget))
+        # what this instance does (recorded with every result): prefix reuse only where it is switched on
+        self.capabilities = frozenset({ATTENTION, REAL_VOCAB} | ({PREFIX_REUSE} if self.prefix_reuse else set()))
         self.dtype = resolve_dtype(checkpoint.dtype, self.device)
         self.batch_size = checkpoint.batch_size
         self.tokenizer = load_checkpoint_tokenizer(checkpoint)
@@ -139,11 +130,6 @@ class HFBackend:
         tok = self.tokenizer
         self.pad_id = next(i for i in (tok.pad_token_id, tok.eos_token_id, 0) if i is not None)
         self._model: PreTrainedModel | None = None
-
-    @property
-    def capabilities(self) -> frozenset[str]:
-        """What this instance does: prefix reuse only where it is switched on."""
-        return frozenset({ATTENTION, REAL_VOCAB} | ({PREFIX_REUSE} if self.prefix_reuse else set()))
 
     def options(self) -> dict[str, bool]:
         return {"equal_length": self.equal_length, "prefix_reuse": self.prefix_reuse,
@@ -179,21 +165,18 @@ class HFBackend:
         """Logits in float32 with padding rows and [MASK] at -inf: they can never be produced or win."""
         return logits.float().masked_fill(self.excluded, float("-inf"))
 
-    def batched(self, items: Sequence[R], length: Callable[[R], int],
-                run: Callable[[list[R]], list[Out]], key: Callable[[R], Sequence[int]] | None = None) -> list[Out]:
+    def batched(self, items: Sequence[R], length: Callable[[R], int], run: Callable[[list[R]], list[Out]],
+                equal: bool | None = None) -> list[Out]:
         """Run `items` longest first in batches, halving the batch on CUDA out-of-memory; results come
-        back in the original order. With `equal_length`, a batch never mixes lengths; `key` orders items
-        of one length (by their ids, so that prompts sharing a prefix meet in one batch)."""
-        order = sorted(range(len(items)), key=lambda i: (-length(items[i]), tuple(key(items[i])) if key else ()))
+        back in the original order. With `equal` (default: `equal_length`), a batch never mixes lengths."""
+        equal = self.equal_length if equal is None else equal
+        order = sorted(range(len(items)), key=lambda i: -length(items[i]))
         results: list[Out | None] = [None] * len(items)
         start = 0
         while start < len(order):
             chunk = order[start:start + self.batch_size]
-            if self.equal_length:
+            if equal:
                 chunk = [i for i in chunk if length(items[i]) == length(items[chunk[0]])]
-            if key is not None and len(chunk) > 1 and shared_prefix([key(items[i]) for i in chunk[:2]]) >= MIN_PREFIX:
-                first = key(items[chunk[0]])  # keep to the rows that share the first row's prefix
-                chunk = list(takewhile(lambda i, f=first: shared_prefix([f, key(items[i])]) >= MIN_PREFIX, chunk))
             try:
                 outputs = run([items[i] for i in chunk])
             except torch.cuda.OutOfMemoryError:
@@ -221,8 +204,10 @@ class HFBackend:
 
     @torch.inference_mode()
     def generate(self, requests: list[GenRequest]) -> list[GenOutput]:
+        """With prefix reuse, prompts are prefilled one by one (unpadded) and decoded in batches that may
+        mix lengths (`prefilled`); else batches are prefilled and decoded together."""
         return self.batched(requests, lambda r: len(r.prompt_ids), self._generate_batch,
-                            key=(lambda r: r.prompt_ids) if self.prefix_reuse else None)
+                            equal=self.equal_length and not self.prefix_reuse)
 
     def _generate_batch(self, requests: list[GenRequest]) -> list[GenOutput]:
         """Greedy generation of a batch in which every row ends at its own stop strings, max_new_tokens or
@@ -231,9 +216,9 @@ class HFBackend:
         ids, mask = self.pad([r.prompt_ids for r in requests], left=True)
         ends = RowEnds(self.tokenizer, requests, ids.shape[1])
         prompts = [r.prompt_ids for r in requests]
-        unpadded = len({len(p) for p in prompts}) == 1
-        cache = self.prefix_cache(prompts) if self.prefix_reuse and unpadded else {}
-        keep = self.prefix_reuse and unpadded  # store the prompts' caches for later batches and for scoring
+        width = ids.shape[1]
+        cache = self.prefilled(prompts, width) if self.prefix_reuse else {}
+        keep = bool(cache)  # store the prompts' caches for later batches and for scoring
         static = {"cache_implementation": "static"} if self.static_cache and not cache else {}
         config = GenerationConfig(
             max_new_tokens=max(r.max_new_tokens for r in requests), do_sample=False, num_beams=1,
@@ -244,7 +229,8 @@ class HFBackend:
                              generation_config=config, stopping_criteria=StoppingCriteriaList([ends]), **cache)
         if keep:
             for row, prompt in enumerate(prompts):
-                self.store.add(prompt, cache_tensors(returned_cache(out), row, len(prompt)), out.logits[0][row])
+                self.store.add(prompt, cache_tensors(returned_cache(out), row, width - len(prompt), width),
+                               out.logits[0][row])
             out = out.sequences
         outputs = []
         for row, request in enumerate(requests):
@@ -253,21 +239,26 @@ class HFBackend:
             outputs.append(GenOutput(text=cut_at_stop(text, request.stop), token_ids=new))
         return outputs
 
-    def prefix_cache(self, prompts: list[list[int]]) -> dict:
-        """`past_key_values` for a batch of prompts of one length: every row starts from the longest prefix
-        stored for it (a common prefix of a batch of several, not yet stored, is prefilled once first, from
-        the longest stored prefix of it, and stored), cut to the shortest of them; nothing where that is
-        under MIN_PREFIX tokens. generate() then prefills only the rest of each prompt."""
-        model = self.model
-        common = min(shared_prefix(prompts), len(prompts[0]) - 1)  # generate() needs one uncached token
-        if len(prompts) > 1 and common >= MIN_PREFIX and self.store.longest(prompts[0][:common])[0] < common:
-            self.store.add(prompts[0][:common], self.prefill(prompts[0][:common]))
-        found = [self.store.longest(p) for p in prompts]
-        length = min(min(n for n, _ in found), len(prompts[0]) - 1)
-        if length < MIN_PREFIX:
+    def prefilled(self, prompts: list[list[int]], width: int) -> dict:
+        """`past_key_values` holding every prompt but its last token, right-aligned in the batch's left-padded
+        width: each prompt is prefilled alone (unpadded, so no mask and the fused attention kernels apply),
+        continuing the longest stored prefix of it (a depth sweep shares the haystack up to the insertion
+        point, in this batch or an earlier one). generate() then runs the last tokens and decodes all rows
+        together; nothing where a prompt has a single token or does not fit the store."""
+        if min(len(p) for p in prompts) < 2:
             return {}
-        cache = build_cache(model.config, [entry.kv for _, entry in found], length)  # type: ignore[union-attr]
-        return {"cache" if self._forward_takes("cache") else "past_key_values": cache}
+        made = []
+        for prompt in sorted(prompts):  # neighbours in id order share the longest prefixes
+            if self.store.longest(prompt[:-1])[0] < len(prompt) - 1:
+                made.append(self.store.add(prompt[:-1], self.prefill(prompt[:-1])))
+        found = [self.store.longest(p[:-1]) for p in prompts]
+        usable = all(n == len(p) - 1 for (n, _), p in zip(found, prompts, strict=True))
+        cache = build_cache(self.model.config, [e.kv for _, e in found], [len(p) - 1 for p in prompts],  # type: ignore
+                            width - 1) if usable else None
+        for entry in made:  # the whole prompts are stored after generate(); these would be duplicates
+            if entry is not None:
+                self.store.remove(entry)
+        return {"cache" if self._forward_takes("cache") else "past_key_values": cache} if usable else {}
 
     def prefill(self, ids: list[int]) -> KV:
         """Keys and values of `ids`, continuing the longest stored prefix of them."""
@@ -276,12 +267,12 @@ class HFBackend:
         past = {}
         if entry is not None and start >= MIN_PREFIX:
             past = {"cache" if self._forward_takes("cache") else "past_key_values":
-                    build_cache(self.model.config, [entry.kv], start)}
+                    build_cache(self.model.config, [entry.kv], [start], start)}
         else:
             start = 0
         keep = {"logits_to_keep": 1} if self._forward_takes("logits_to_keep") else {}
         out = self.model(input_ids=torch.tensor([ids[start:]], device=self.device), use_cache=True, **past, **keep)
-        return cache_tensors(returned_cache(out), 0, len(ids))
+        return cache_tensors(returned_cache(out), 0, 0, len(ids))
 
     @torch.inference_mode()
     def loglikelihood(self, requests: list[LLRequest]) -> list[LLOutput]:
@@ -390,7 +381,7 @@ class HFBackend:
                 allowed.shape, dtype=self.dtype).masked_fill(~allowed, torch.finfo(self.dtype).min)
             logits = model(input_ids=torch.tensor([ids], device=self.device), position_ids=positions[None].to(
                 self.device), attention_mask=mask[None, None].to(self.device),
-                **{key: build_cache(model.config, [entry.kv], n)}).logits[0]
+                **{key: build_cache(model.config, [entry.kv], [n], n)}).logits[0]
             bounds = torch.tensor([0] + [len(t) for t in tails]).cumsum(0).tolist()
             later = [logits[a:b].float() for a, b in zip(bounds, bounds[1:], strict=False)]
         pieces = [piece for k in range(len(group)) for piece in (entry.logits[None], later[k])]

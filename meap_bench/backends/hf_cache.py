@@ -33,18 +33,23 @@ def common_length(a: np.ndarray, b: np.ndarray) -> int:
     return int(differ[0]) if len(differ) else n
 
 
-def cache_tensors(cache, row: int, length: int) -> KV:
-    """Views of one row's first `length` positions in every layer of a transformers cache."""
-    return [(layer.keys[row:row + 1, :, :length], layer.values[row:row + 1, :, :length]) for layer in cache.layers]
+def cache_tensors(cache, row: int, start: int, end: int) -> KV:
+    """Views of one row's positions start..end in every layer of a transformers cache."""
+    return [(layer.keys[row:row + 1, :, start:end], layer.values[row:row + 1, :, start:end]) for layer in cache.layers]
 
 
-def build_cache(config: PretrainedConfig, rows: Sequence[KV], length: int) -> DynamicCache:
-    """A new DynamicCache whose batch rows hold the first `length` positions of `rows` (copied: the
-    forward that follows appends to them)."""
+def build_cache(config: PretrainedConfig, rows: Sequence[KV], lengths: Sequence[int], width: int) -> DynamicCache:
+    """A new DynamicCache whose batch row r holds the first lengths[r] positions of rows[r], right-aligned in
+    `width` positions (left padding, zeros, which the attention mask hides), copied: the forward that
+    follows appends to them."""
     cache = DynamicCache(config=config)
     for index in range(len(rows[0])):
-        keys = torch.cat([row[index][0][:, :, :length] for row in rows])
-        values = torch.cat([row[index][1][:, :, :length] for row in rows])
+        keys, values = rows[0][index]
+        keys = keys.new_zeros((len(rows), keys.shape[1], width, keys.shape[3]))
+        values = values.new_zeros((len(rows), values.shape[1], width, values.shape[3]))
+        for r, (row, n) in enumerate(zip(rows, lengths, strict=True)):
+            keys[r, :, width - n:] = row[index][0][0, :, :n]
+            values[r, :, width - n:] = row[index][1][0, :, :n]
         cache.update(keys, values, index)
     return cache
 
@@ -54,19 +59,24 @@ class PrefixStore:
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
-        self.entries: OrderedDict[int, Entry] = OrderedDict()
+        self.entries: OrderedDict[int, Entry] = OrderedDict()  # by id(entry), oldest first
         self.nbytes = 0
-        self._next = 0
 
-    def add(self, ids: Sequence[int], kv: KV, logits: torch.Tensor | None = None) -> None:
+    def add(self, ids: Sequence[int], kv: KV, logits: torch.Tensor | None = None) -> Entry | None:
+        """Store `kv` (None where it alone exceeds the budget)."""
         nbytes = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in kv)
         if nbytes > self.budget:
-            return
+            return None
         while self.nbytes + nbytes > self.budget:
             self.nbytes -= self.entries.popitem(last=False)[1].nbytes
-        self.entries[self._next] = Entry(np.asarray(ids, dtype=np.int64), kv, logits, nbytes)
+        entry = Entry(np.asarray(ids, dtype=np.int64), kv, logits, nbytes)
+        self.entries[id(entry)] = entry
         self.nbytes += nbytes
-        self._next += 1
+        return entry
+
+    def remove(self, entry: Entry) -> None:
+        if self.entries.pop(id(entry), None) is not None:
+            self.nbytes -= entry.nbytes
 
     def longest(self, ids: Sequence[int]) -> tuple[int, Entry | None]:
         """The stored entry sharing the most leading tokens with `ids`, and how many (the newest on ties)."""
