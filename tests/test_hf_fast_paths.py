@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from meap_bench.backends.base import PREFIX_REUSE, GenRequest, LLRequest
+from meap_bench.backends.base import GenRequest, LLRequest
 from meap_bench.backends.hf import HFBackend
 from meap_bench.backends.hf_cache import PrefixStore
 from meap_bench.config import Checkpoint
@@ -107,11 +107,10 @@ def test_static_cache_and_device_map_match_the_plain_path(tiny_pair):
     assert_same_scores(placed.loglikelihood(scored), plain.loglikelihood(scored))
 
 
-def test_options_default_off_on_cpu_and_capabilities_say_what_runs(tiny_pair):
+def test_options_default_off_on_cpu(tiny_pair):
     default = HFBackend(checkpoint(tiny_pair, 4), "cpu")
     assert default.options() == {"equal_length": False, "prefix_reuse": False, "static_cache": False}
-    assert PREFIX_REUSE not in default.capabilities
-    assert PREFIX_REUSE in HFBackend(checkpoint(tiny_pair, 4), "cpu", prefix_reuse=True).capabilities
+    assert not default.store.entries and default.generate(sweep(default.tokenizer)[:2]) and not default.store.entries
 
 
 def test_store_drops_the_oldest_beyond_its_budget():

@@ -100,6 +100,8 @@ class HFBackend:
     """Tokenizer, config and fingerprint are read at once; the weights load on first use, so a resumed
     run whose samples are all recorded never loads them."""
 
+    capabilities = frozenset({ATTENTION, REAL_VOCAB, PREFIX_REUSE})  # what it can do; speed options change no output
+
     def __init__(self, checkpoint: Checkpoint, device: str = "auto", equal_length: bool | None = None,
                  prefix_reuse: bool | None = None, static_cache: bool | None = None) -> None:
         """Speed options, each giving the plain path's outputs (tested); None: on where CUDA_DEFAULTS says, on
@@ -117,8 +119,6 @@ class HFBackend:
             setattr(self, option, (cuda and CUDA_DEFAULTS[option]) if value is None else value)
         budget = torch.cuda.get_device_properties(self.device).total_memory * STORE_SHARE if cuda else CPU_STORE_BYTES
         self.store = PrefixStore(int(budget))
-        # what this instance does (recorded with every result): prefix reuse only where it is switched on
-        self.capabilities = frozenset({ATTENTION, REAL_VOCAB} | ({PREFIX_REUSE} if self.prefix_reuse else set()))
         self.dtype = resolve_dtype(checkpoint.dtype, self.device)
         self.batch_size = checkpoint.batch_size
         self.tokenizer = load_checkpoint_tokenizer(checkpoint)
