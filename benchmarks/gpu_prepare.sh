@@ -9,7 +9,7 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl \
   pydantic==2.13.4 pydantic-core==2.46.4 annotated-types==0.7.0 typing-inspection==0.4.2 jsonlines==4.0.0 \
-  lm-eval==0.4.13
+  lm-eval==0.4.13 typing-extensions==4.16.0
 TOKENIZER=${MEAP_TOKENIZER:-../shared/data/tokenizers/meap-llama}
 cp "$TOKENIZER"/tokenizer.json "$TOKENIZER"/tokenizer_config.json "$TOKENIZER"/special_tokens_map.json .whl/tokenizer/
 du -sh .whl

@@ -48,11 +48,12 @@ VARIANTS = {  # name -> HF backend speed options
 class Suite:
     """Results and log, written after every step; steps past the time budget are skipped (and said so)."""
 
-    def __init__(self, out: Path, budget: float, device: torch.device) -> None:
+    def __init__(self, out: Path, budget: float, device: torch.device, name: str = "gpu_suite") -> None:
         self.out, self.budget, self.device, self.began = out, budget, device, time.perf_counter()
         out.mkdir(parents=True, exist_ok=True)
         self.results: dict = {"command": " ".join(sys.argv), "skipped": []}
-        self.log_file = open(out / "gpu_suite.log", "a", encoding="utf-8")  # noqa: SIM115
+        self.json = out / f"{name}.json"
+        self.log_file = open(out / f"{name}.log", "a", encoding="utf-8")  # noqa: SIM115
 
     def log(self, message: str) -> None:
         line = f"[{time.perf_counter() - self.began:7.1f}s] {message}"
@@ -62,7 +63,7 @@ class Suite:
 
     def save(self) -> None:
         self.results["elapsed_s"] = round(time.perf_counter() - self.began, 1)
-        (self.out / "gpu_suite.json").write_text(json.dumps(self.results, indent=2) + "\n")
+        self.json.write_text(json.dumps(self.results, indent=2) + "\n")
 
     def step(self, name: str, fn: Callable[[], object], optional: bool = True) -> object:
         if optional and time.perf_counter() - self.began > self.budget:
@@ -402,7 +403,7 @@ def main() -> None:
     suite.log("\n" + table)
     suite.log(f"lengths: {json.dumps(suite.results['lengths'])}")
     suite.log(f"flops: {json.dumps(flops)}; peak: {json.dumps(peak)}")
-    suite.log(f"saved {suite.out / 'gpu_suite.json'}")
+    suite.log(f"saved {suite.json}")
 
 
 if __name__ == "__main__":

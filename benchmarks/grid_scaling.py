@@ -2,7 +2,7 @@
 generation, then the gold and distractor answers scored), on a checkpoint from checkpoints.yaml or a folder,
 with the HF backend's default speed options for the device. Prints a table and saves JSON.
 
-    python benchmarks/grid_scaling.py                                   # tiny-meap, CPU, 256..2048 tokens
+    python benchmarks/grid_scaling.py                                   # tiny-meap, CPU, 256..1024 tokens
     python benchmarks/grid_scaling.py --checkpoint PATH --lengths 2048,4096,8192,16000 --device cuda
 """
 
@@ -26,19 +26,19 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "tiny-meap"))
-    parser.add_argument("--lengths", default="256,512,1024,2048")
+    parser.add_argument("--lengths", default="256,512,1024")
     parser.add_argument("--depths", default="0,25,50,75,100")
     parser.add_argument("--needles", default="1,2,4", help="grid sizes: needles per cell")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", type=Path, default=Path("reports/grid_scaling"))
+    parser.add_argument("--out", type=Path, default=Path("reports"))
     args = parser.parse_args()
     lengths = [int(x) for x in args.lengths.split(",")]
     depths = [float(x) for x in args.depths.split(",")]
     needles = sorted(int(x) for x in args.needles.split(","))
     checkpoint = Checkpoint(name="bench", path=args.checkpoint, objective="meap", batch_size=args.batch_size,
                             max_length=max(lengths) + 64)
-    suite = Suite(args.out, budget=float("inf"), device=torch.device(args.device))
+    suite = Suite(args.out, budget=float("inf"), device=torch.device(args.device), name="grid_scaling")
     backend = HFBackend(checkpoint, args.device)
     options = backend.options()
     task, samples = needle_samples(backend.tokenizer, backend.max_length, lengths, depths, needles[-1])
@@ -64,7 +64,7 @@ def main() -> None:
     from tabulate import tabulate
 
     print(tabulate(rows, headers="keys", tablefmt="github"))
-    print(f"saved {args.out / 'gpu_suite.json'}")
+    print(f"saved {suite.json}")
 
 
 def backend_request(ids: list[int]):
