@@ -23,6 +23,7 @@ from meap_bench.backends.base import LLOutput
 from meap_bench.config import OneOrMore, Strict
 from meap_bench.data.documents import DocItem, load_items
 from meap_bench.errors import UserError
+from meap_bench.report_spec import Bars, ReportSpec
 from meap_bench.scoring.judges import Judge, JudgeItem, LexicalJudge, LocalJudge, OpenAIJudge, OpenAISettings
 from meap_bench.scoring.scorers import Score
 from meap_bench.tasks.base import ModelContext, Sample, Task, TaskConfig, encode_prompt
@@ -148,10 +149,25 @@ def make_judge(config_json: str) -> Judge:
     return LocalJudge(checkpoint, load_backend(checkpoint, "hf", local.device), local.max_new_tokens)
 
 
+def judge_label(config: dict[str, Any]) -> str:
+    """How the judge is named in tables and figures: the lexical one always as a proxy."""
+    judge = config.get("judge", "lexical")
+    if judge == "lexical":
+        return "lexical proxy (not an LLM judge)"
+    if judge == "openai":
+        return f"{config.get('openai', {}).get('model', 'gpt-4o')} judge"
+    return f"local judge {config.get('local', {}).get('checkpoint')}"
+
+
 class HallucinationTask(Task):
     name = "hallucination"
     config_model = HallucinationConfig
     config: HallucinationConfig
+
+    @classmethod
+    def report_spec(cls, config: dict[str, Any]) -> ReportSpec:
+        """Share judged faithful per dataset as bars with intervals, the judge named (the lexical one as a proxy)."""
+        return ReportSpec(bars=Bars(group="dataset", metric="faithful", judge=judge_label(config)))
 
     def __init__(self, config: HallucinationConfig, seed: int, limit: int | None = None) -> None:
         super().__init__(config, seed, limit)
