@@ -57,7 +57,7 @@ class KvTask(Task):
     name = "kv"
     config_model = KvConfig
     config: KvConfig
-    report = ReportSpec(axis_labels={"position": "Gold document position", "n_pairs": "Key-value pairs in context"},
+    report = ReportSpec(axis_labels={"position": "Gold key position", "n_pairs": "Key-value pairs in context"},
                         positions=PositionSweep(size="n_pairs", size_label="key-value pairs",
                                                 position_label="Gold key position"))
 
