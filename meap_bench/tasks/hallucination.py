@@ -39,11 +39,12 @@ BUNDLED = "tasks/hallucination/local.jsonl"
 
 
 class Source(Strict):
-    """One dataset: a hub id (+ config, split) loaded with `datasets`, or a local .json/.jsonl file."""
+    """One dataset: a hub id (+ config, split, revision) loaded with `datasets`, or a local .json/.jsonl file."""
 
     hub: str | None = None
     config: str | None = None
     split: str = "test"
+    revision: str | None = None  # a hub branch: refs/convert/parquet for a dataset whose main is a loading script
     file: str | None = None
     fields: dict[str, str] = Field(default_factory=lambda: {"document": "document", "reference": "summary"})
     prompt: Literal["one_sentence", "summary", "qa"] = "summary"
@@ -180,7 +181,8 @@ class HallucinationTask(Task):
     def source_items(self, name: str) -> list[DocItem]:
         source = self.config.sources[name]
         return load_items(f"hallucination.sources.{name}", source.fields,
-                          resolve(source.file) if source.file else None, source.hub, source.config, source.split)
+                          resolve(source.file) if source.file else None, source.hub, source.config, source.split,
+                          source.revision)
 
     def samples(self, model: ModelContext) -> Iterator[Sample]:
         count = min(self.config.samples, self.limit or self.config.samples)
