@@ -42,7 +42,7 @@ def resolve_tokenizer(recipe: Recipe):
         if not (Path(recipe.tokenizer.path) / "tokenizer.json").is_file():
             raise UserError(f"tokenizer.path {recipe.tokenizer.path}: no tokenizer.json there; fix the path")
         return load_tokenizer(recipe.tokenizer.path)
-    path = cache_dir() / "tokenizers" / f"kjv-bpe-{recipe.tokenizer.vocab_size}"
+    path = cache_dir() / "tokenizers" / f"kjv-bpe-digits3-{recipe.tokenizer.vocab_size}"
     if not (path / "tokenizer.json").is_file():
         train_tokenizer(corpus.kjv_training_texts(), recipe.tokenizer.vocab_size, path)
     return load_tokenizer(path)
