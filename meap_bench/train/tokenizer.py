@@ -17,6 +17,7 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
+from meap_bench.errors import UserError
 from meap_bench.tokenization import MASK_TOKEN
 
 BOS = "<|endoftext|>"
@@ -53,8 +54,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path) 
     tok.train_from_iterator(itertools.chain(texts, _digit_group_texts()), trainer=trainer)
     missing = [g for g in DIGIT_GROUPS if tok.token_to_id(g) is None]
     if missing:
-        raise ValueError(f"vocab_size {vocab_size} leaves {len(missing)} digit groups (e.g. {missing[0]}) "
-                         "without a token; raise tokenizer.vocab_size")
+        raise UserError(f"tokenizer.vocab_size {vocab_size} leaves {len(missing)} digit groups (e.g. {missing[0]}) "
+                        f"without a token; raise it to at least {len(DIGIT_GROUPS) + 512}")
     bos_id = tok.token_to_id(BOS)
     tok.post_processor = processors.Sequence(
         [
