@@ -215,8 +215,9 @@ def print_report(run_dir: Path, overrides: list[str] | None = None) -> None:
     """Rebuild the report under the run directory's lock; its tables on stdout (results only), each warning
     on stderr in one line."""
     from meap_bench.report.build import build_report, summary_table
+    from meap_bench.report.spec import report_specs
     from meap_bench.report.validity import results_only
-    from meap_bench.rundir import RunLock
+    from meap_bench.rundir import RunLock, read_run_json
 
     options, headline = report_settings(overrides or [])
     with RunLock(run_dir):
@@ -224,7 +225,7 @@ def print_report(run_dir: Path, overrides: list[str] | None = None) -> None:
         summary = build_report(run_dir, options, headline)
     for warning in summary["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
-    print(summary_table(results_only(summary)))
+    print(summary_table(results_only(summary), report_specs(read_run_json(run_dir), run_dir)))
     for task, result in summary["tasks"].items():
         if result["status"] == "all_skipped":
             print(f"{task}: no result: every sample of every checkpoint was skipped (see summary.json)")

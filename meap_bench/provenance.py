@@ -4,6 +4,8 @@ repository tracks) has no commit of its own, so none is claimed."""
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -24,7 +26,11 @@ def git(folder: Path, *args: str) -> str | None:
 @cache
 def source_commit() -> dict[str, str | bool | None]:
     """`{"git_commit": sha, "git_dirty": bool}` when the package is tracked by a repository rooted just above
-    it; both None otherwise. Dirty means the package's own files differ from that commit."""
+    it; both None otherwise. Dirty means the package's own files differ from that commit. A copy made from
+    a commit (say, shipped to a GPU machine without `.git`) names it with `MEAP_BENCH_GIT_COMMIT`."""
+    given = os.environ.get("MEAP_BENCH_GIT_COMMIT", "")
+    if re.fullmatch(r"[0-9a-f]{40}", given):
+        return {"git_commit": given, "git_dirty": None}
     top = git(PACKAGE_DIR, "rev-parse", "--show-toplevel")
     if top is None or Path(top).resolve() != PACKAGE_DIR.parent or git(Path(top), "ls-files", "--error-unmatch",
                                                                        "--", PROBE) is None:

@@ -135,8 +135,12 @@ def set_aside(plan: RunPlan, name: str, old: str, new: str) -> None:
 
 
 def write_run_json(plan: RunPlan, fingerprints: dict[str, str]) -> None:
+    """run.json: the run's identity, fingerprints and versions, and each task's report spec (what figures and
+    tables `report` makes of its records: declared by the task, read by report/ without task code)."""
     path = plan.run_dir / "run.json"
-    data = {"run": plan.run_dir.name, **plan.identity(), "device": plan.device,
+    identity = plan.identity()
+    reports = {name: TASKS[name].report_spec(config).to_json() for name, config in identity["tasks"].items()}
+    data = {"run": plan.run_dir.name, **identity, "device": plan.device, "reports": reports,
             "fingerprints": fingerprints, "versions": versions(), **source_commit(),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     plan.run_dir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from meap_bench.backends.lm_eval_adapter import MeapBenchLM
 from meap_bench.cli import main
 from meap_bench.config import Checkpoint
 from meap_bench.records import read_records
-from meap_bench.report.commonsense import mean_stderr
+from meap_bench.report.strata import mean_stderr
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL = REPO / "tasks" / "commonsense"

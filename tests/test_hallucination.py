@@ -87,6 +87,54 @@ def test_hub_source_offline_is_a_one_line_user_error(tiny_pair):
         list(task.samples(ModelContext(load_tokenizer(tiny_pair["ntp"]), 512)))
 
 
+# the columns of each hub source as its dataset card lists them (XSum, CNN/DailyMail, WikiSum, LongBench's copies of
+# Multi-News, Qasper, HotpotQA and 2WikiMultihopQA), and which column is the document, the reference, the question
+HUB_COLUMNS = {
+    "EdinburghNLP/xsum": (["document", "summary", "id"], "document", "summary", None),
+    "abisee/cnn_dailymail": (["article", "highlights", "id"], "article", "highlights", None),
+    "d0rj/wikisum": (["url", "title", "summary", "article", "step_headers"], "article", "summary", None),
+    "zai-org/LongBench": (["input", "context", "answers", "length", "dataset", "language", "all_classes", "_id"],
+                          "context", "answers", "input"),
+}
+
+
+def hub_mirror(folder: Path, config: str | None, columns: list[str]) -> Path:
+    """A local dataset folder laid out as the hub repo is (one Parquet file per config and split), read by the same
+    `datasets.load_dataset` call as the hub."""
+    import pandas as pd
+
+    rows = [{c: [f"answer {i}"] if c == "answers" else i if c == "length" else f"{c} {i}" for c in columns}
+            for i in range(3)]
+    where = folder / (config or "data")
+    where.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_parquet(where / "test-00000-of-00001.parquet")
+    if config:
+        (folder / "README.md").write_text(f"---\nconfigs:\n- config_name: {config}\n  data_files:\n  - split: test\n"
+                                          f"    path: {config}/test-*\n---\n")
+    return folder
+
+
+def test_every_hub_source_maps_the_real_columns_through_datasets(tmp_path):
+    """Each hub source of tasks/hallucination.yaml, its id, config, split and fields unchanged, read from a local
+    mirror with the dataset card's columns: the right column becomes document, reference and question."""
+    config = load_task_config("hallucination", [])
+    hub_sources = {name: s for name, s in config.sources.items() if s.hub}
+    assert set(hub_sources) == {"xsum", "cnn_dailymail", "multi_news", "wikisum", "qasper", "hotpotqa",
+                                "2wikimultihopqa"}
+    for name, source in hub_sources.items():
+        columns, document, reference, question = HUB_COLUMNS[source.hub]
+        assert source.split == "test", name
+        mirror = hub_mirror(tmp_path / name, source.config, columns)
+        overrides = [("hallucination", f"sources.{name}.hub", str(mirror)), ("hallucination", "datasets", [name])]
+        items = HallucinationTask(load_task_config("hallucination", overrides), seed=0).source_items(name)
+        assert [i.document for i in items] == [f"{document} {i}" for i in range(3)], name
+        assert [i.reference for i in items] == [f"{reference} {i}" if reference != "answers" else f"answer {i}"
+                                                for i in range(3)], name
+        if source.prompt == "qa":
+            assert [i.question for i in items] == [f"{question} {i}" for i in range(3)], name
+        assert len({i.item_id for i in items}) == 3 and not {i.item_id for i in items} & {"0", "1", "2"}, name
+
+
 def test_lexical_proxy_on_faithful_and_unfaithful_outputs():
     judge = LexicalJudge(threshold=0.8)
     outputs = ["Port Elwin's harbour bridge will close for six weeks from 3 March after engineers found rust.",

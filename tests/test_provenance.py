@@ -4,6 +4,7 @@ other repository that merely contains a copy."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -36,9 +37,13 @@ def copy_package(root: Path) -> Path:
     return root
 
 
-def provenance(root: Path) -> dict:
-    """source_commit() as seen by a Python that imports the package copy under `root`."""
-    out = subprocess.run([sys.executable, "-c", PROBE], cwd=root, capture_output=True, text=True, check=True)
+def provenance(root: Path, given: str | None = None) -> dict:
+    """source_commit() as seen by a Python that imports the package copy under `root` (with
+    MEAP_BENCH_GIT_COMMIT set to `given`, else unset)."""
+    env = {k: v for k, v in os.environ.items() if k != "MEAP_BENCH_GIT_COMMIT"}
+    if given is not None:
+        env["MEAP_BENCH_GIT_COMMIT"] = given
+    out = subprocess.run([sys.executable, "-c", PROBE], cwd=root, capture_output=True, text=True, check=True, env=env)
     where, found = json.loads(out.stdout)
     assert Path(where).resolve().is_relative_to(root.resolve())  # the copy ran, not the installed package
     return found
@@ -73,3 +78,11 @@ def test_tracked_copy_below_another_projects_root_is_not_claimed(tmp_path):
     git(repo, "add", "vendor")
     git(repo, "commit", "-q", "-m", "vendored")
     assert provenance(root) == {"git_commit": None, "git_dirty": None}
+
+
+def test_a_copy_shipped_without_git_names_its_commit_through_the_environment(tmp_path):
+    """A copy of a commit run on a machine without `.git` (the GPU trainer) says which commit it is."""
+    root = copy_package(tmp_path / "copy")
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    assert provenance(root, sha) == {"git_commit": sha, "git_dirty": None}
+    assert provenance(root, "not-a-sha") == {"git_commit": None, "git_dirty": None}

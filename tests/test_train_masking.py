@@ -92,7 +92,7 @@ def test_ratio_zero_equals_plain_causal_lm_collator(tmp_path, sampling):
     from meap_bench.tokenization import load_tokenizer
     from meap_bench.train.tokenizer import train_tokenizer
 
-    train_tokenizer(["a small text for a small tokenizer, 1234567."] * 5, 300, tmp_path)
+    train_tokenizer(["a small text for a small tokenizer, 1234567."] * 5, 1600, tmp_path)
     tok = load_tokenizer(tmp_path)
     feats = [{"input_ids": f["input_ids"].tolist(), "idx": f["idx"]} for f in _features(3)]
     ours = MeapCollator(MASK, 0.0, sampling)(feats)

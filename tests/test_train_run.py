@@ -40,7 +40,7 @@ KEYS = ("apple", "river", "stone", "cloud", "field", "lamp", "bread", "tower")
 def tok_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tok")
     text = " ".join(SENTENCES) + " The special magic number for apple is 1234567. Question: Answer: Document"
-    train_tokenizer([text] * 10, 400, folder)
+    train_tokenizer([text] * 10, 1600, folder)
     return folder
 
 

@@ -50,22 +50,26 @@ def read_rows(path: Path, where: str) -> list[dict]:
     return rows
 
 
-def hub_rows(hub: str, config: str | None, split: str, where: str) -> list[dict]:
+def hub_rows(hub: str, config: str | None, split: str, where: str, revision: str | None = None) -> list[dict]:
+    """Rows of a hub dataset (or a local dataset folder). `revision` picks a branch: `refs/convert/parquet` is the
+    hub's Parquet export, the way to read a dataset whose main branch is a loading script, which `datasets` >= 4 no
+    longer runs."""
     import datasets
 
     try:
-        return list(datasets.load_dataset(hub, config, split=split))
-    except Exception as err:  # offline, unknown id, missing config: all one fix
-        raise UserError(f"{where}: cannot load {hub}" + (f" ({config})" if config else "") + f" split {split} with "
-                        f"`datasets` ({type(err).__name__}); check network and id, or use a local file with "
+        return list(datasets.load_dataset(hub, config, split=split, revision=revision))
+    except Exception as err:  # offline, unknown id, missing config, a loading script: all one fix
+        raise UserError(f"{where}: cannot load {hub}" + (f" ({config})" if config else "")
+                        + (f" revision {revision}" if revision else "") + f" split {split} with `datasets` "
+                        f"({type(err).__name__}); check network and id, or use a local file with "
                         f"--set {where}.file=PATH.jsonl") from None
 
 
 def load_items(where: str, fields: dict[str, str], file: Path | None, hub: str | None, config: str | None,
-               split: str) -> list[DocItem]:
+               split: str, revision: str | None = None) -> list[DocItem]:
     """The items of one source, in file order. `fields` maps our names (document, reference, question, id) to
     the source's field names; a missing field is a one-line error naming it."""
-    rows = read_rows(file, where) if file is not None else hub_rows(hub or "", config, split, where)
+    rows = read_rows(file, where) if file is not None else hub_rows(hub or "", config, split, where, revision)
     items = []
     for number, row in enumerate(rows):
         for ours in ("document", "reference", "question"):

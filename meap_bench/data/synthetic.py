@@ -2,8 +2,8 @@
 
 Two formats, each matching its evaluation prompt character for character:
 
-* magic-number needles: the fact `The special magic number for {key} is {value}.` (key: a lowercase
-  English word, value: a 7-digit number) sits at a sentence boundary of a haystack; the prompt ends with
+* magic-number needles: the fact `The special magic number for {key} is {value}.` (key: a made-up
+  lowercase word, value: a 7-digit number) sits at a sentence boundary of a haystack; the prompt ends with
   `Question: What is the special magic number for {key}?\nAnswer: The special magic number for {key} is`
   and the expected continuation is ` {value}.`;
 * multi-document QA (the lost-in-the-middle layout): made-up entities (`Zorvath`) each get one document
@@ -51,12 +51,16 @@ def _check_split(split: str) -> bool:
 
 @functools.lru_cache(maxsize=2)
 def magic_keys(split: str = "train") -> tuple[str, ...]:
-    """Lowercase English words (4 to 9 letters, taken from the KJV) usable as needle keys."""
+    """Made-up lowercase words (`zorvath`) usable as needle keys: never a KJV word, so a key occurs
+    nowhere in a KJV haystack but in its fact (an English key does, and then the words that follow it
+    there compete with the value)."""
     from meap_bench.data.kjv import kjv_text
 
     heldout = _check_split(split)
-    words = set(re.findall(r"\b[a-z]{4,9}\b", kjv_text("train") + kjv_text("heldout")))
-    return tuple(sorted(w for w in words if _is_heldout(w) == heldout))
+    english = set(re.findall(r"\b[a-z]+\b", (kjv_text("train") + kjv_text("heldout")).lower()))
+    syllables = [o + v for o in _ONSETS for v in _VOWELS]
+    words = {a + b + c for a in syllables for b in syllables for c in _CODAS}
+    return tuple(sorted(w for w in words - english if _is_heldout(w) == heldout))
 
 
 def magic_value(rng: random.Random) -> str:

@@ -20,19 +20,20 @@ from meap_bench.report.aggregate import (
     paired_cells,
     paired_differences,
 )
-from meap_bench.report.attention import attention_report
-from meap_bench.report.commonsense import HEADLINE, TASK_COLUMN, commonsense_table, headline_rows
-from meap_bench.report.curves import BASELINES, DOCUMENTS, POSITION_TASKS, SIZE_LABELS, position_report
+from meap_bench.report.attention_maps import attention_report
+from meap_bench.report.bars import bars_report
+from meap_bench.report.curves import BASELINES, DOCUMENTS, position_report
 from meap_bench.report.figures import heatmaps, significant_cells
-from meap_bench.report.hallucination import hallucination_report
 from meap_bench.report.html import write_index
+from meap_bench.report.spec import report_specs
+from meap_bench.report.strata import headline_rows, strata_caption, strata_headline, strata_table
 from meap_bench.report.style import DEFAULT_OPTIONS, FigureOptions
 from meap_bench.report.tables import write_table
 from meap_bench.report.validity import current_rows, skip_warnings, skipped_checkpoints
+from meap_bench.report_spec import ReportSpec
 from meap_bench.rundir import atomic_write_text, inside, read_run_json, run_checkpoints, safe_filename
 
 OUTPUT_SUFFIXES = {".md", ".csv", ".tex", ".png", ".pdf"}
-HEATMAP_AXES = {"needle": ("depth", "length")}  # task -> (row, column) cell keys
 PAIRS_CAPTION = ("{task}: MEAP − NTP per pair and score on the samples both twins ran ({items} items, {n} samples); "
                  "95% interval by a seeded bootstrap over items (the resampling unit), p from an item-level "
                  "sign-flip permutation test.")
@@ -68,7 +69,10 @@ def clear_outputs(run_dir: Path) -> None:
 
 def build_report(run_dir: Path, options: FigureOptions = DEFAULT_OPTIONS, headline: dict[str, str] | None = None
                  ) -> dict:
+    """The report of a run directory; each task's figures and tables beyond the common ones are those its
+    `ReportSpec` (in run.json) declares."""
     run = read_run_json(run_dir)
+    specs = report_specs(run, run_dir)
     for folder in ("tables", "figures"):  # a link planted there must not carry the report elsewhere
         inside(run_dir, run_dir / folder)
     frame = load_frame(run_dir)
@@ -85,6 +89,7 @@ def build_report(run_dir: Path, options: FigureOptions = DEFAULT_OPTIONS, headli
     all_pairs = pairs_of(run_checkpoints(run, run_dir))
     summary: dict = {"run": run_dir.name, "tasks": {}, "warnings": warnings}
     for task, metric in choose_metrics(run_dir, frame, headline or {}).items():
+        spec = specs[task]
         rows = frame[frame["task"] == task]
         rows = rows.drop(columns=[c for c in rows if c.startswith(("cell.", "score.")) and rows[c].isna().all()])
         if rows.empty:
@@ -97,8 +102,8 @@ def build_report(run_dir: Path, options: FigureOptions = DEFAULT_OPTIONS, headli
         # headline summaries and pair statistics leave baseline cells (closed-book, oracle) out
         main = rows[~rows["cell.setting"].isin(BASELINES)] if "cell.setting" in rows else rows
         strata = None
-        if task == "commonsense":  # the paper's average: acc_norm where a task has it, else acc; tasks unweighted
-            main, strata = headline_rows(main, metric), TASK_COLUMN
+        if spec.strata:  # the paper's average: acc_norm where a stratum has it, else acc; strata unweighted
+            main, strata = headline_rows(main, metric, spec.strata), f"cell.{spec.strata.key}"
         per_checkpoint = checkpoint_summary(main, strata)
         scores = sorted(c.removeprefix("score.") for c in main.columns if c.startswith("score."))
         others = [m for m in scores if m != metric]
@@ -122,34 +127,23 @@ def build_report(run_dir: Path, options: FigureOptions = DEFAULT_OPTIONS, headli
                                                                                  n=head["n"]))
         if not paired_per_cell.empty:
             write_table(paired_per_cell, tables / f"{task}_pairs_cells", CELLS_CAPTION.format(task=task))
-        if task in HEATMAP_AXES:
-            row, col = HEATMAP_AXES[task]
-            chance = 1 / (1 + run["tasks"][task].get("distractors", 0)) if metric == "rank" else None
+        if spec.heatmap:
+            row, col = spec.heatmap.rows, spec.heatmap.columns
             heatmaps(cells, pairs, task, metric, row, col, run_dir / "figures", options,
-                     significant_cells(paired_per_cell, metric, row, col), chance, line=True)
+                     significant_cells(paired_per_cell, metric, row, col), spec.heatmap.chance.get(metric),
+                     line=True, labels=spec.axis_labels)
         summary["tasks"][task] = {
             "headline_metric": metric,
             "status": "all_skipped" if len(skipped) == len(ran) else "some_skipped" if skipped else "ok",
             "skipped_checkpoints": skipped,
-            "headline": HEADLINE.format(metric=metric) if strata else metric,
+            "headline": strata_headline(metric, spec.strata) if spec.strata else metric,
             "checkpoints": json.loads(per_checkpoint.to_json(orient="records")),
             "pairs": json.loads(paired.to_json(orient="records")),
             "pairs_cells": json.loads(paired_per_cell.to_json(orient="records")),
             "cells": json.loads(cells.to_json(orient="records")),
         }
-        if task in POSITION_TASKS:  # curves, position x size heatmaps, tables averaged over positions
-            summary["tasks"][task].update(position_report(rows, cells, pairs, task, metric, run_dir, write_table,
-                                                          options, paired_per_cell))
-        if task == "commonsense":  # per lm-eval task acc/acc_norm ± stderr, their average, MEAP-NTP per pair
-            table, numbers = commonsense_table(rows, pairs, metric)
-            write_table(table, tables / "commonsense_tasks", f"lm-eval: acc and acc_norm ± standard error per task; "
-                        f"the average is the unweighted mean over tasks of {metric} where a task has it, else acc.")
-            summary["tasks"][task].update(lm_eval=json.loads(numbers.to_json(orient="records")),
-                                          lm_eval_table=table.to_markdown(index=False, disable_numparse=True))
-        if task == "attention":  # layer x head maps, target share heatmaps, the paper's quantities per pair
-            summary["tasks"][task].update(attention_report(rows, pairs, run_dir, write_table))
-        if task == "hallucination":  # share judged faithful per dataset with intervals, the judge named
-            summary["tasks"][task].update(hallucination_report(rows, run["tasks"][task], run_dir, write_table))
+        summary["tasks"][task].update(declared_outputs(spec, rows, cells, pairs, task, metric, run_dir, options,
+                                                       paired_per_cell))
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
     skipped_rows = frame[frame["status"] != "ok"]
     skipped_cells = (skipped_rows.groupby(["task", "checkpoint", "skip_reason"], dropna=False)
@@ -160,6 +154,26 @@ def build_report(run_dir: Path, options: FigureOptions = DEFAULT_OPTIONS, headli
     return summary
 
 
+def declared_outputs(spec: ReportSpec, rows: pd.DataFrame, cells: pd.DataFrame, pairs: dict[str, dict[str, str]],
+                     task: str, metric: str, run_dir: Path, options: FigureOptions, paired_per_cell: pd.DataFrame
+                     ) -> dict:
+    """The figures and tables the task's spec adds to the common ones; what of them summary.json keeps."""
+    found: dict = {}
+    if spec.positions:  # curves, position x size heatmaps, tables averaged over positions
+        found.update(position_report(rows, cells, pairs, task, metric, run_dir, write_table, spec.positions, options,
+                                     paired_per_cell, spec.axis_labels))
+    if spec.strata:  # per stratum every metric ± stderr, their average, MEAP-NTP per pair
+        table, numbers = strata_table(rows, pairs, metric, spec.strata)
+        write_table(table, run_dir / "tables" / f"{task}_tasks", strata_caption(metric, spec.strata))
+        found.update(lm_eval=json.loads(numbers.to_json(orient="records")),
+                     lm_eval_table=table.to_markdown(index=False, disable_numparse=True))
+    if spec.attention:  # layer x head maps, target share heatmaps, the paper's quantities per pair
+        found.update(attention_report(rows, pairs, run_dir, write_table, task, spec.attention, spec.axis_labels))
+    if spec.bars:  # share judged per group with intervals, the judge named
+        found.update(bars_report(rows, spec.bars, run_dir, write_table, task))
+    return found
+
+
 def pair_line(label: str, pair: dict) -> str:
     """One paired result: delta, its item-clustered 95% interval, p-value and what they rest on."""
     return (f"{label} = {pair['meap_minus_ntp']:+.3f}, 95% CI [{pair['ci95_low']:+.3f}, {pair['ci95_high']:+.3f}] "
@@ -168,25 +182,26 @@ def pair_line(label: str, pair: dict) -> str:
             f"(MEAP better on {pair['meap_wins']}, NTP on {pair['ntp_wins']})")
 
 
-def summary_table(summary: dict) -> str:
+def summary_table(summary: dict, specs: dict[str, ReportSpec]) -> str:
     """What a run prints at the end: per task, every score's mean per checkpoint, then MEAP-minus-NTP on
     the headline metric per pair (and, for position sweeps, per size and baseline), with its 95% interval
     resampling items, its p-value and the number of distinct items."""
     blocks = []
     for task, result in summary["tasks"].items():
+        spec = specs.get(task, ReportSpec())
         metric = result["headline_metric"]
         table = pd.DataFrame(result["checkpoints"]).drop(columns=["pair"], errors="ignore")
         blocks.append(f"{task} (headline: {result.get('headline', metric)})\n"
                       f"{table.to_markdown(index=False, floatfmt='.3f')}")
         for pair in (p for p in result["pairs"] if p["metric"] == metric):
             lines = [pair_line(f"pair {pair['pair']}: MEAP - NTP {metric}", pair)]
-            size = POSITION_TASKS.get(task)
-            for part in (p for p in result.get("pairs_averaged", []) if p["pair"] == pair["pair"]
+            sweep = spec.positions
+            for part in (p for p in result.get("pairs_averaged", []) if sweep and p["pair"] == pair["pair"]
                          and p["metric"] == metric):
-                where = (f"{part[size]} {SIZE_LABELS[size]}, avg over positions" if part["setting"] == DOCUMENTS
-                         else part["setting"])
+                where = (f"{part[sweep.size]} {sweep.size_label}, avg over positions"
+                         if part["setting"] == DOCUMENTS else part["setting"])
                 lines.append(pair_line(f"  {where}", part))
             blocks.append("\n".join(lines))
-        if result.get("lm_eval_table"):
-            blocks.append(f"{task} (lm-eval):\n{result['lm_eval_table']}")
+        if result.get("lm_eval_table") and spec.strata:
+            blocks.append(f"{task} ({spec.strata.source}):\n{result['lm_eval_table']}")
     return "\n\n".join(blocks)

@@ -1,8 +1,8 @@
-"""Position sweeps (mdqa, kv): accuracy-vs-position curves with 95% bands, position x size heatmaps, and
-tables per cell and averaged over positions (the paper's summary number).
+"""Position sweeps (a `PositionSweep` spec): accuracy-vs-position curves with 95% bands, position x size heatmaps,
+and tables per cell and averaged over positions (the paper's summary number).
 
-Cells of these tasks carry `position` and a size (`n_docs` or `n_pairs`); mdqa's also carry `setting`:
-`documents`, or the baselines `closed_book` (drawn dashed) and `oracle` (drawn dotted)."""
+Cells of these tasks carry `position` and the spec's size key; some also carry `setting`: `documents`, or the
+baselines `closed_book` (drawn dashed) and `oracle` (drawn dotted)."""
 
 from __future__ import annotations
 
@@ -25,16 +25,14 @@ from meap_bench.report.style import (  # noqa: E402
     DEFAULT_OPTIONS,
     OBJECTIVE_LINES,
     PALETTE,
-    POSITION_LABELS,
     WIDTHS,
     FigureOptions,
     metric_label,
     paper_style,
     save,
 )
+from meap_bench.report_spec import PositionSweep  # noqa: E402
 
-POSITION_TASKS = {"mdqa": "n_docs", "kv": "n_pairs"}  # task -> its size key
-SIZE_LABELS = {"n_docs": "documents", "n_pairs": "key-value pairs"}
 DOCUMENTS = "documents"
 BASELINES = ("closed_book", "oracle")
 Z95 = 1.959963984540054
@@ -78,10 +76,10 @@ def position_cells(rows: pd.DataFrame, metric: str, size: str) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def averaged(per_cell: pd.DataFrame, size: str) -> pd.DataFrame:
+def averaged(per_cell: pd.DataFrame, sweep: PositionSweep) -> pd.DataFrame:
     """One row per checkpoint: the baselines and, per size, the mean over positions of the cell means
     (cells with no sample run are left out and counted)."""
-    rows = []
+    size, rows = sweep.size, []
     for checkpoint, mine in per_cell.groupby("checkpoint", sort=True):
         row: dict = {"checkpoint": checkpoint, "objective": mine["objective"].iloc[0]}
         for setting in BASELINES:
@@ -91,7 +89,7 @@ def averaged(per_cell: pd.DataFrame, size: str) -> pd.DataFrame:
         docs = mine[mine["setting"] == DOCUMENTS]
         for n, cells in docs.groupby(size, sort=True):
             run = cells[cells["n"] > 0]
-            row[f"{n} {SIZE_LABELS[size]}: avg over positions"] = run["mean"].mean() if len(run) else math.nan
+            row[f"{n} {sweep.size_label}: avg over positions"] = run["mean"].mean() if len(run) else math.nan
             row[f"{n}: positions run"] = f"{len(run)}/{len(cells)}"
         rows.append(row)
     return pd.DataFrame(rows)
@@ -111,12 +109,13 @@ def paired_by_size(rows: pd.DataFrame, metric: str, size: str) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def curves(per_cell: pd.DataFrame, task: str, metric: str, size: str, out: Path,
+def curves(per_cell: pd.DataFrame, task: str, metric: str, sweep: PositionSweep, out: Path,
            options: FigureOptions = DEFAULT_OPTIONS) -> list[Path]:
     """The lost-in-the-middle figure: accuracy vs gold position, one panel per size, one line per checkpoint
     (line style and marker by objective, so NTP and MEAP differ without colour; lines nudged apart so that
     coinciding ones stay visible), closed-book and oracle baselines as thin horizontal lines in the
     checkpoint's colour, named in the legend."""
+    size = sweep.size
     docs = per_cell[per_cell["setting"] == DOCUMENTS]
     sizes = sorted(docs[size].unique()) or [0]
     checkpoints = sorted(per_cell["checkpoint"].unique())
@@ -151,8 +150,8 @@ def curves(per_cell: pd.DataFrame, task: str, metric: str, size: str, out: Path,
                                    label=f"{checkpoint} {BASELINE_NAMES[setting]}")
             skipped = sorted(set(ticks) - set(docs[(docs[size] == n) & (docs["n"] > 0)]["position"]))
             note = f" (skipped: {', '.join(map(str, skipped))})" if skipped else ""
-            ax.set_title(f"{n} {SIZE_LABELS[size]}{note}")
-            ax.set_xlabel(POSITION_LABELS[size])
+            ax.set_title(f"{n} {sweep.size_label}{note}")
+            ax.set_xlabel(sweep.position_label)
             if ticks:
                 ax.set_xticks(ticks)
             ax.set_ylim(-3, 103)
@@ -181,14 +180,15 @@ def line_positions(docs: pd.DataFrame, size: str, n: int) -> list[int]:
 
 
 def position_report(rows: pd.DataFrame, cells: pd.DataFrame, pairs: dict[str, dict[str, str]], task: str,
-                    metric: str, run_dir: Path, write_table, options: FigureOptions = DEFAULT_OPTIONS,
-                    per_cell_pairs: pd.DataFrame | None = None) -> dict:
+                    metric: str, run_dir: Path, write_table, sweep: PositionSweep,
+                    options: FigureOptions = DEFAULT_OPTIONS, per_cell_pairs: pd.DataFrame | None = None,
+                    labels: dict[str, str] | None = None) -> dict:
     """Curves, heatmaps (documents cells only) and tables of one position-sweep task; returns the
     averaged results for summary.json."""
-    size = POSITION_TASKS[task]
+    size = sweep.size
     per_cell = position_cells(rows, metric, size)
     figures, tables = run_dir / "figures", run_dir / "tables"
-    curves(per_cell, task, metric, size, figures, options)
+    curves(per_cell, task, metric, sweep, figures, options)
     if "cell.setting" in cells:
         doc_cells = cells[cells["cell.setting"] == DOCUMENTS]
     else:
@@ -196,8 +196,8 @@ def position_report(rows: pd.DataFrame, cells: pd.DataFrame, pairs: dict[str, di
     if not doc_cells.empty:
         marks = significant_cells(per_cell_pairs if per_cell_pairs is not None else pd.DataFrame(), metric,
                                   "position", size)
-        heatmaps(doc_cells, pairs, task, metric, "position", size, figures, options, marks)
-    by_size = averaged(per_cell, size)
+        heatmaps(doc_cells, pairs, task, metric, "position", size, figures, options, marks, labels=labels)
+    by_size = averaged(per_cell, sweep)
     paired = paired_by_size(rows, metric, size)
     write_table(per_cell, tables / f"{task}_positions", f"{task}: mean {metric} per checkpoint and cell with its 95% "
                 f"interval (Wilson for 0/1 scores) over the cell's items.")

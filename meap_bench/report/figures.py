@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 
 from meap_bench.report.style import (
-    AXIS_LABELS,
     DEFAULT_OPTIONS,
     DIVERGING,
     OBJECTIVE_LINES,
@@ -82,15 +81,15 @@ def draw_grid(ax: plt.Axes, values: pd.DataFrame, skipped: pd.DataFrame, n: pd.D
                 ax.add_patch(plt.Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False, edgecolor="black", lw=0.9))
     ax.set_xticks(range(cols), values.columns)
     ax.set_yticks(range(rows), values.index)
-    ax.set_ylabel(AXIS_LABELS.get(labels[0], labels[0]))
-    ax.set_xlabel(AXIS_LABELS.get(labels[1], labels[1]))
+    ax.set_ylabel(labels[0])
+    ax.set_xlabel(labels[1])
     bar = ax.figure.colorbar(image, ax=ax, fraction=0.06, pad=0.03)
     bar.set_label(cbar_label if not diverging else f"{cbar_label} (scale ±{limit})")
     bar.outline.set_linewidth(0.4)
 
 
 def line_panel(ax: plt.Axes, cells: pd.DataFrame, checkpoints: list[str], col: str, objectives: dict[str, str],
-               chance: float | None) -> None:
+               chance: float | None, xlabel: str) -> None:
     """Mean over the grid's rows vs the column key, one line per checkpoint (style by objective)."""
     for k, checkpoint in enumerate(checkpoints):
         mine = cells[(cells["checkpoint"] == checkpoint) & ~cells["skipped"]]
@@ -100,7 +99,7 @@ def line_panel(ax: plt.Axes, cells: pd.DataFrame, checkpoints: list[str], col: s
     if chance is not None:
         ax.axhline(100 * chance, color="#777777", lw=0.8, ls=":", label="chance")
     ax.set_ylim(-3, 103)
-    ax.set_xlabel(AXIS_LABELS.get(col, col))
+    ax.set_xlabel(xlabel)
     ax.grid(alpha=0.3)
 
 
@@ -117,11 +116,14 @@ def significant_cells(per_cell: pd.DataFrame, metric: str, row: str, col: str) -
 
 def heatmaps(cells: pd.DataFrame, pairs: dict[str, dict[str, str]], task: str, metric: str, row: str, col: str,
              out: Path, options: FigureOptions = DEFAULT_OPTIONS, marks: dict[str, set[tuple[str, str]]] | None = None,
-             chance: float | None = None, line: bool = False, vmax: float = 100, fmt: str = ".0f") -> list[Path]:
+             chance: float | None = None, line: bool = False, vmax: float = 100, fmt: str = ".0f",
+             labels: dict[str, str] | None = None) -> list[Path]:
     """One heatmap per checkpoint (`line`: with its accuracy-vs-`col` line beside it); one NTP | MEAP |
     MEAP-minus-NTP figure per pair, delta cells in `marks[pair]` ((row, col) labels) outlined and starred.
-    A smaller `vmax` spreads the colours over a metric that stays small, such as an attention share."""
+    A smaller `vmax` spreads the colours over a metric that stays small, such as an attention share. `labels`
+    names the cell keys on the axes (a key without one is shown as it is)."""
     scale = {"vmax": vmax, "fmt": fmt}
+    axes_named = ((labels or {}).get(row, row), (labels or {}).get(col, col))
     row_c, col_c = f"cell.{row}", f"cell.{col}"
     width = WIDTHS[options.width]
     label = metric_label(metric)
@@ -134,13 +136,13 @@ def heatmaps(cells: pd.DataFrame, pairs: dict[str, dict[str, str]], task: str, m
             if line:
                 fig, axes = plt.subplots(1, 2, figsize=(width, height + 0.3), width_ratios=[1.5, 1],
                                          layout="constrained")
-                draw_grid(axes[0], values, skipped, n, diverging=False, labels=(row, col), cbar_label="", **scale)
-                line_panel(axes[1], cells, [checkpoint], col, objectives, chance)
+                draw_grid(axes[0], values, skipped, n, diverging=False, labels=axes_named, cbar_label="", **scale)
+                line_panel(axes[1], cells, [checkpoint], col, objectives, chance, axes_named[1])
                 axes[1].set_ylabel(label)
             else:
                 fig, ax = plt.subplots(figsize=(min(width, 1.3 + 0.45 * values.shape[1]), height + 0.3),
                                        layout="constrained")
-                draw_grid(ax, values, skipped, n, diverging=False, labels=(row, col), cbar_label=label, **scale)
+                draw_grid(ax, values, skipped, n, diverging=False, labels=axes_named, cbar_label=label, **scale)
             if options.titles:
                 fig.suptitle(f"{checkpoint}: {task} {metric}")
             written += save(fig, out / f"{task}_heatmap_{checkpoint}")
@@ -151,12 +153,12 @@ def heatmaps(cells: pd.DataFrame, pairs: dict[str, dict[str, str]], task: str, m
             size = (width, 3 * (0.7 + 0.22 * ntp[0].shape[0])) if stacked else (width, 0.9 + 0.22 * ntp[0].shape[0])
             fig, axes = plt.subplots(*shape, figsize=size, layout="constrained", squeeze=False)
             axes = axes.ravel()
-            draw_grid(axes[0], *ntp, diverging=False, labels=(row, col), cbar_label=f"NTP: {label}", **scale)
-            draw_grid(axes[1], *meap, diverging=False, labels=(row, col), cbar_label=f"MEAP: {label}", **scale)
+            draw_grid(axes[0], *ntp, diverging=False, labels=axes_named, cbar_label=f"NTP: {label}", **scale)
+            draw_grid(axes[1], *meap, diverging=False, labels=axes_named, cbar_label=f"MEAP: {label}", **scale)
             delta = meap[0] - ntp[0]
             both = pd.DataFrame(np.minimum(ntp[2].to_numpy(), meap[2].to_numpy()), index=delta.index,
                                 columns=delta.columns)
-            draw_grid(axes[2], delta, ntp[1] | meap[1], both, diverging=True, labels=(row, col),
+            draw_grid(axes[2], delta, ntp[1] | meap[1], both, diverging=True, labels=axes_named,
                       cbar_label="MEAP − NTP (points)", marks=(marks or {}).get(pair, set()), fmt=fmt)
             if options.titles:
                 fig.suptitle(f"{task} {metric}, pair {pair} (* paired 95% interval excludes 0)")

@@ -53,6 +53,9 @@ def merge_runs(run_dirs: list[Path], out: Path) -> Path:
     merged = {**{k: first.get(k) for k in SAME}, "run": out.name, "checkpoints": list(checkpoints.values()),
               "fingerprints": fingerprints, "device": first.get("device"), "versions": first.get("versions"),
               "git_commit": first.get("git_commit"), "merged_from": [str(d) for d in run_dirs]}
+    reports = {task: spec for run in reversed(runs) for task, spec in (run.get("reports") or {}).items()}
+    if reports:  # the first run's spec of each task (runs written before specs were recorded have none)
+        merged["reports"] = reports
     out.mkdir(parents=True, exist_ok=True)
     (out / "run.json").write_text(json.dumps(merged, indent=2) + "\n")
     records_path = out / "records.jsonl"

@@ -1,5 +1,5 @@
 """One figure style for every report figure: paper column or text width, readable fonts at that size,
-TrueType (Type 42) fonts in PDFs, colour-blind-safe palettes, human axis labels."""
+TrueType (Type 42) fonts in PDFs, colour-blind-safe palettes, human metric labels (tasks name their cell axes)."""
 
 from __future__ import annotations
 
@@ -31,11 +31,6 @@ DIVERGING = "PuOr"  # MEAP - NTP: colour-blind-safe diverging map
 OBJECTIVE_LINES = {"meap": {"ls": "-", "marker": "o"}, "ntp": {"ls": "--", "marker": "s"}}
 BASELINE_LINES = {"closed_book": (0, (1, 1.5)), "oracle": (0, (4, 1.5, 1, 1.5))}
 BASELINE_NAMES = {"closed_book": "closed-book", "oracle": "oracle"}
-AXIS_LABELS = {
-    "length": "Context length (tokens)", "depth": "Needle depth (%)", "position": "Gold document position",
-    "n_docs": "Documents in context", "n_pairs": "Key-value pairs in context",
-}
-POSITION_LABELS = {"n_docs": "Gold document position", "n_pairs": "Gold key position"}
 METRIC_LABELS = {
     "contains": "Accuracy (%)", "best_subspan_em": "Accuracy (%)", "rouge1": "ROUGE-1 recall (%)",
     "rank": "Rank accuracy (%)", "answer_greedy": "Greedy-answer rate (%)",

@@ -18,8 +18,11 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from meap_bench.backends.base import ATTENTION, AttnOutput, AttnRequest
+from meap_bench.report_spec import AttentionMaps, ReportSpec
 from meap_bench.tasks.base import ModelContext, Sample, Task, TaskConfig
+from meap_bench.tasks.mdqa import AXIS_LABELS as MDQA_AXES
 from meap_bench.tasks.mdqa import MdqaConfig, MdqaTask
+from meap_bench.tasks.needle import AXIS_LABELS as NEEDLE_AXES
 from meap_bench.tasks.needle import NeedleConfig, NeedleTask
 
 SOURCES = {"needle": NeedleTask, "mdqa": MdqaTask}
@@ -55,6 +58,9 @@ class AttentionTask(Task):
     config_model = AttentionConfig
     config: AttentionConfig
     requires = frozenset({ATTENTION})
+    report = ReportSpec(axis_labels={**NEEDLE_AXES, **MDQA_AXES},
+                        attention=AttentionMaps(split="source", axes={"needle": ("depth", "length"),
+                                                                      "mdqa": ("position", "n_docs")}))
 
     def samples(self, model: ModelContext) -> Iterator[Sample]:
         for source in self.config.sources:

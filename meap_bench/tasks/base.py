@@ -15,6 +15,7 @@ from transformers import BatchEncoding, PreTrainedTokenizerBase
 from meap_bench.backends.base import AttnOutput, AttnRequest, Backend, LLOutput
 from meap_bench.config import Strict
 from meap_bench.records import Record, sha256_json
+from meap_bench.report_spec import ReportSpec
 from meap_bench.scoring.scorers import Score
 
 
@@ -77,11 +78,17 @@ class Task:
     name: ClassVar[str]
     config_model: ClassVar[type[TaskConfig]]
     requires: ClassVar[frozenset[str]] = frozenset()  # backend capabilities the task needs (base.ATTENTION)
+    report: ClassVar[ReportSpec] = ReportSpec()  # figures and tables beyond the common ones (report_spec.py)
 
     def __init__(self, config: TaskConfig, seed: int, limit: int | None = None) -> None:
         self.config = config
         self.seed = seed
         self.limit = limit
+
+    @classmethod
+    def report_spec(cls, config: dict[str, Any]) -> ReportSpec:
+        """The task's report for a config as run.json holds it (JSON): `report`, unless the config changes it."""
+        return cls.report
 
     def samples(self, model: ModelContext) -> Iterator[Sample]:
         raise NotImplementedError

@@ -21,6 +21,7 @@ from meap_bench.backends.base import Backend
 from meap_bench.config import OneOrMore
 from meap_bench.errors import UserError
 from meap_bench.records import Record, resume_key, sha256_json
+from meap_bench.report_spec import ReportSpec, Strata
 from meap_bench.rundir import atomic_write_text, inside
 from meap_bench.tasks.base import DirectTask, TaskConfig
 
@@ -140,6 +141,9 @@ class CommonsenseTask(DirectTask):
     name = "commonsense"
     config_model = CommonsenseConfig
     config: CommonsenseConfig
+    # the paper's average: acc_norm where an lm-eval task has it, else acc; tasks unweighted; a table per task
+    report = ReportSpec(strata=Strata(key="lm_eval_task", metrics=("acc", "acc_norm"), fallback="acc",
+                                      source="lm-eval"))
 
     @property
     def sample_limit(self) -> int | None:

@@ -23,6 +23,7 @@ from meap_bench.backends.base import LLOutput
 from meap_bench.config import OneOrMore, Strict
 from meap_bench.data.documents import DocItem, load_items
 from meap_bench.errors import UserError
+from meap_bench.report_spec import Bars, ReportSpec
 from meap_bench.scoring.judges import Judge, JudgeItem, LexicalJudge, LocalJudge, OpenAIJudge, OpenAISettings
 from meap_bench.scoring.scorers import Score
 from meap_bench.tasks.base import ModelContext, Sample, Task, TaskConfig, encode_prompt
@@ -38,11 +39,12 @@ BUNDLED = "tasks/hallucination/local.jsonl"
 
 
 class Source(Strict):
-    """One dataset: a hub id (+ config, split) loaded with `datasets`, or a local .json/.jsonl file."""
+    """One dataset: a hub id (+ config, split, revision) loaded with `datasets`, or a local .json/.jsonl file."""
 
     hub: str | None = None
     config: str | None = None
     split: str = "test"
+    revision: str | None = None  # a hub branch: refs/convert/parquet for a dataset whose main is a loading script
     file: str | None = None
     fields: dict[str, str] = Field(default_factory=lambda: {"document": "document", "reference": "summary"})
     prompt: Literal["one_sentence", "summary", "qa"] = "summary"
@@ -148,10 +150,25 @@ def make_judge(config_json: str) -> Judge:
     return LocalJudge(checkpoint, load_backend(checkpoint, "hf", local.device), local.max_new_tokens)
 
 
+def judge_label(config: dict[str, Any]) -> str:
+    """How the judge is named in tables and figures: the lexical one always as a proxy."""
+    judge = config.get("judge", "lexical")
+    if judge == "lexical":
+        return "lexical proxy (not an LLM judge)"
+    if judge == "openai":
+        return f"{config.get('openai', {}).get('model', 'gpt-4o')} judge"
+    return f"local judge {config.get('local', {}).get('checkpoint')}"
+
+
 class HallucinationTask(Task):
     name = "hallucination"
     config_model = HallucinationConfig
     config: HallucinationConfig
+
+    @classmethod
+    def report_spec(cls, config: dict[str, Any]) -> ReportSpec:
+        """Share judged faithful per dataset as bars with intervals, the judge named (the lexical one as a proxy)."""
+        return ReportSpec(bars=Bars(group="dataset", metric="faithful", judge=judge_label(config)))
 
     def __init__(self, config: HallucinationConfig, seed: int, limit: int | None = None) -> None:
         super().__init__(config, seed, limit)
@@ -164,7 +181,8 @@ class HallucinationTask(Task):
     def source_items(self, name: str) -> list[DocItem]:
         source = self.config.sources[name]
         return load_items(f"hallucination.sources.{name}", source.fields,
-                          resolve(source.file) if source.file else None, source.hub, source.config, source.split)
+                          resolve(source.file) if source.file else None, source.hub, source.config, source.split,
+                          source.revision)
 
     def samples(self, model: ModelContext) -> Iterator[Sample]:
         count = min(self.config.samples, self.limit or self.config.samples)

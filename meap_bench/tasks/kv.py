@@ -15,6 +15,7 @@ from pydantic import AfterValidator, Field
 from meap_bench.backends.base import LLOutput
 from meap_bench.data import lost_in_middle as lim
 from meap_bench.errors import UserError
+from meap_bench.report_spec import PositionSweep, ReportSpec
 from meap_bench.scoring.scorers import teacher_forced
 from meap_bench.tasks.base import ModelContext, Sample, Task, encode_prompt
 from meap_bench.tasks.positions import (
@@ -56,6 +57,9 @@ class KvTask(Task):
     name = "kv"
     config_model = KvConfig
     config: KvConfig
+    report = ReportSpec(axis_labels={"position": "Gold key position", "n_pairs": "Key-value pairs in context"},
+                        positions=PositionSweep(size="n_pairs", size_label="key-value pairs",
+                                                position_label="Gold key position"))
 
     def user_text(self, pairs: list[tuple[str, str]], key: str) -> str:
         head = f"{self.config.instruction}\n\n" if self.config.instruction else ""

@@ -18,6 +18,7 @@ from meap_bench.backends.base import LLOutput
 from meap_bench.data import lost_in_middle as lim
 from meap_bench.data.synthetic import MULTIDOC_INSTRUCTION
 from meap_bench.errors import UserError
+from meap_bench.report_spec import PositionSweep, ReportSpec
 from meap_bench.scoring import best_subspan_em, best_subspan_em_lenient
 from meap_bench.scoring.scorers import teacher_forced
 from meap_bench.tasks.base import ModelContext, Sample, Task
@@ -34,6 +35,7 @@ from meap_bench.tasks.positions import (
 )
 
 MAX_DOCS = 1000  # distinct made-up entities are drawn until a prompt has this many
+AXIS_LABELS = {"position": "Gold document position", "n_docs": "Documents in context"}
 
 
 
@@ -62,6 +64,8 @@ class MdqaTask(Task):
     name = "mdqa"
     config_model = MdqaConfig
     config: MdqaConfig
+    report = ReportSpec(axis_labels=AXIS_LABELS, positions=PositionSweep(size="n_docs", size_label="documents",
+                                                                         position_label="Gold document position"))
 
     def items(self) -> list[lim.QAItem]:
         """The questions (the same in every cell), each with enough distractors for the largest cell."""

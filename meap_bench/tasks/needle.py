@@ -13,7 +13,7 @@ import random
 import string
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, PositiveInt, ValidationInfo, field_validator
 from transformers import BatchEncoding
@@ -22,6 +22,7 @@ from meap_bench.backends.base import LLOutput
 from meap_bench.config import OneOrMore, Strict
 from meap_bench.data.haystacks import haystack_sentences
 from meap_bench.data.synthetic import MAGIC_INSTRUCTION, magic_keys, magic_value
+from meap_bench.report_spec import Heatmap, ReportSpec
 from meap_bench.scoring import contains, rouge1_recall
 from meap_bench.scoring.scorers import teacher_forced
 from meap_bench.tasks.base import (
@@ -38,6 +39,7 @@ MAX_GRID = 1000  # points of one grid axis; bounds every loop over user-given si
 MAX_SAMPLES_PER_CELL = 100_000
 MAX_DISTRACTORS = 100  # distinct 7-digit values are drawn until there are this many
 PLACEHOLDERS = ("key", "value")
+AXIS_LABELS = {"length": "Context length (tokens)", "depth": "Needle depth (%)"}
 Lengths = Annotated[OneOrMore[PositiveInt], Field(min_length=1, max_length=MAX_GRID)]
 Depths = Annotated[OneOrMore[Annotated[float, Field(ge=0, le=100)]], Field(min_length=1, max_length=MAX_GRID)]
 
@@ -154,6 +156,12 @@ class NeedleTask(Task):
     name = "needle"
     config_model = NeedleConfig
     config: NeedleConfig
+
+    @classmethod
+    def report_spec(cls, config: dict[str, Any]) -> ReportSpec:
+        """The depth x length heatmap; `rank`'s chance level (the gold among its distractors) on its line panel."""
+        chance = {"rank": 1 / (1 + config.get("distractors", 0))}
+        return ReportSpec(axis_labels=AXIS_LABELS, heatmap=Heatmap(rows="depth", columns="length", chance=chance))
 
     def lengths(self, max_length: int) -> list[int]:
         lengths = self.config.context_lengths

@@ -42,7 +42,7 @@ def resolve_tokenizer(recipe: Recipe):
         if not (Path(recipe.tokenizer.path) / "tokenizer.json").is_file():
             raise UserError(f"tokenizer.path {recipe.tokenizer.path}: no tokenizer.json there; fix the path")
         return load_tokenizer(recipe.tokenizer.path)
-    path = cache_dir() / "tokenizers" / f"kjv-bpe-{recipe.tokenizer.vocab_size}"
+    path = cache_dir() / "tokenizers" / f"kjv-bpe-digits3-{recipe.tokenizer.vocab_size}"
     if not (path / "tokenizer.json").is_file():
         train_tokenizer(corpus.kjv_training_texts(), recipe.tokenizer.vocab_size, path)
     return load_tokenizer(path)
@@ -89,7 +89,8 @@ class _HeldoutEval(TrainerCallback):
         ]
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if not (state.global_step % self.every == 0 or state.global_step == state.max_steps):
+        last = state.global_step == state.max_steps or control.should_training_stop  # (the time limit too)
+        if not (state.global_step % self.every == 0 or last):
             return
         if not state.is_world_process_zero:  # (with FSDP or ZeRO-3 set train.eval_every=0)
             return
@@ -189,10 +190,10 @@ def make_trainer(recipe: Recipe, objective: str, out: Path, device: str | None =
     )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(_Progress(global_batch * d.seq_len if recipe.stage == "pretrain" else 0))
+    if t.max_minutes:  # before the held-out check, which then also runs at a time-limit stop
+        trainer.add_callback(_TimeLimit(t.max_minutes))
     if recipe.stage == "pretrain" and t.eval_every > 0:
         trainer.add_callback(_HeldoutEval(trainer, tok, recipe))
-    if t.max_minutes:
-        trainer.add_callback(_TimeLimit(t.max_minutes))
     info = {
         "objective": objective,
         "mask_ratio": ratio,

@@ -1,29 +1,48 @@
 """Byte-level BPE tokenizer for the default pair, trained on the KJV training split.
 
 `[MASK]` is declared as a special token at training time (declared later, "a [MASK] b" would tokenise
-with a stray space). Digits are split one per token, so 7-digit needle values are always 7 tokens.
+with a stray space). Numbers are split left to right into groups of up to three digits (as Llama-3 and
+GPT-4 tokenizers do), and every group from `0` to `999` is one token: a 7-digit needle value is three
+tokens (`123`, `456`, `7`), rare ones, so its first token is a unique anchor a small model can copy from.
 Every encoded text starts with `<|endoftext|>` (BOS, also EOS); `<|pad|>` pads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import itertools
+import random
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
+from meap_bench.errors import UserError
 from meap_bench.tokenization import MASK_TOKEN
 
 BOS = "<|endoftext|>"
 PAD = "<|pad|>"
 SPECIALS = [BOS, PAD, MASK_TOKEN]
+DIGIT_GROUPS = [str(n).zfill(width) for width in (1, 2, 3) for n in range(10**width)]  # 0..9, 00..99, 000..999
+
+
+def _digit_group_texts(seed: int = 0, copies: int = 64) -> Iterator[str]:
+    """Lines holding every digit group `copies` times in shuffled order, so BPE merges make each one a
+    token (numbers are rare in the KJV). The pre-tokenizer isolates groups, so these merges never touch
+    words."""
+    groups = DIGIT_GROUPS * copies
+    random.Random(seed).shuffle(groups)
+    for i in range(0, len(groups), 64):
+        yield " ".join(groups[i : i + 64])
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+        [
+            pre_tokenizers.Split(Regex(r"\p{N}{1,3}"), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
     )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -32,7 +51,11 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path) 
         show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tok.train_from_iterator(texts, trainer=trainer)
+    tok.train_from_iterator(itertools.chain(texts, _digit_group_texts()), trainer=trainer)
+    missing = [g for g in DIGIT_GROUPS if tok.token_to_id(g) is None]
+    if missing:
+        raise UserError(f"tokenizer.vocab_size {vocab_size} leaves {len(missing)} digit groups (e.g. {missing[0]}) "
+                        f"without a token; raise it to at least {len(DIGIT_GROUPS) + 512}")
     bos_id = tok.token_to_id(BOS)
     tok.post_processor = processors.Sequence(
         [

@@ -1,7 +1,7 @@
-"""The attention task's report: layer x head maps of the attention on the target (needle or gold
-document), target share vs length and depth (needle) or position and size (mdqa), MEAP - NTP per pair with
-paired 95% intervals, and the table of the paper's quantities. Baseline cells (mdqa's oracle) are left
-out of the pair statistics, as in the other tasks."""
+"""Attention summaries (an `AttentionMaps` spec): layer x head maps of the attention on the target (a needle,
+a gold document), per value of the spec's split key the target share over that value's two cell keys, MEAP - NTP
+per pair with paired 95% intervals, and the table of the paper's quantities. Baseline cells (an oracle setting)
+are left out of the pair statistics, as everywhere in the report."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from meap_bench.report.aggregate import cell_means, paired_differences  # noqa: 
 from meap_bench.report.curves import BASELINES, DOCUMENTS  # noqa: E402
 from meap_bench.report.figures import heatmaps  # noqa: E402
 from meap_bench.report.style import SEQUENTIAL, save  # noqa: E402
+from meap_bench.report_spec import AttentionMaps  # noqa: E402
 
-SOURCE_AXES = {"needle": ("depth", "length"), "mdqa": ("position", "n_docs")}  # (row, column) of the heatmap
 QUANTITIES = {  # score -> (label, factor): the paper's analysis and its companions
     "target_mass": ("answer-span share (%)", 100),
     "target_mass_max": ("answer-span share, top head (%)", 100),
@@ -36,26 +36,28 @@ CELL_SCORES = ["target_mass", "target_ratio", "target_mass_max", "distractor_mas
 
 
 def attention_report(rows: pd.DataFrame, pairs: dict[str, dict[str, str]], run_dir: Path,
-                     write_table: Callable[[pd.DataFrame, Path], None]) -> dict:
-    """Figures and tables of the attention task; returns the paper table for summary.json."""
+                     write_table: Callable[[pd.DataFrame, Path], None], task: str, spec: AttentionMaps,
+                     labels: dict[str, str]) -> dict:
+    """Figures and tables of one task's attention summaries; returns the paper table for summary.json."""
     figures, tables = run_dir / "figures", run_dir / "tables"
+    split = f"cell.{spec.split}"
     main = rows[~rows["cell.setting"].isin(BASELINES)] if "cell.setting" in rows else rows
-    sources = [s for s in SOURCE_AXES if (rows["cell.source"] == s).any()]
+    sources = [s for s in spec.axes if (rows[split] == s).any()]
     for source in sources:
-        mine = rows[rows["cell.source"] == source].dropna(axis=1, how="all")
-        write_table(source_cells(mine), tables / f"attention_{source}_cells")
+        mine = rows[rows[split] == source].dropna(axis=1, how="all")
+        write_table(source_cells(mine, split), tables / f"{task}_{source}_cells")
         grid = mine[mine["cell.setting"] == DOCUMENTS] if "cell.setting" in mine else mine
         cells = cell_means(grid, "target_mass")
-        row, col = SOURCE_AXES[source]
-        heatmaps(cells, pairs, f"attention_{source}", "target_mass", row, col, figures,
-                 vmax=nice_limit(100 * cells["mean"].max()), fmt=".1f")
-    maps = layer_head_means(main, sources)
-    layer_head_figures(maps, pairs, figures)
-    paper = paper_table(main, sources)
+        row, col = spec.axes[source]
+        heatmaps(cells, pairs, f"{task}_{source}", "target_mass", row, col, figures,
+                 vmax=nice_limit(100 * cells["mean"].max()), fmt=".1f", labels=labels)
+    maps = layer_head_means(main, split, sources)
+    layer_head_figures(maps, pairs, figures, task)
+    paper = paper_table(main, split, sources)
     if not paper.empty:
-        write_table(paper, tables / "attention_paper")
+        write_table(paper, tables / f"{task}_paper")
         for label in sorted(pairs):
-            forest(paper[paper["pair"] == label], label, figures)
+            forest(paper[paper["pair"] == label], label, figures, task)
     return {"paper": json.loads(paper.to_json(orient="records"))}
 
 
@@ -66,9 +68,9 @@ def nice_limit(value: float) -> float:
     return float(math.ceil(value)) if value < 10 else float(math.ceil(value / 10) * 10)
 
 
-def source_cells(rows: pd.DataFrame) -> pd.DataFrame:
+def source_cells(rows: pd.DataFrame, split: str) -> pd.DataFrame:
     """Per checkpoint and cell: prompts run and skipped, and the mean of each attention score."""
-    keys = ["checkpoint", *sorted(c for c in rows.columns if c.startswith("cell.") and c != "cell.source")]
+    keys = ["checkpoint", *sorted(c for c in rows.columns if c.startswith("cell.") and c != split)]
     scores = [f"score.{s}" for s in CELL_SCORES if f"score.{s}" in rows]
     grouped = rows.groupby(keys, sort=True)
     out = grouped.agg(n=("status", lambda s: int((s == "ok").sum())),
@@ -83,11 +85,11 @@ def source_cells(rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def layer_head_means(rows: pd.DataFrame, sources: list[str]) -> dict[tuple[str, str], np.ndarray]:
+def layer_head_means(rows: pd.DataFrame, split: str, sources: list[str]) -> dict[tuple[str, str], np.ndarray]:
     """(checkpoint, source) -> mean [layer, head] attention share on the target, over the prompts run."""
     ok = rows[rows["status"] == "ok"]
     maps = {}
-    for (checkpoint, source), group in ok.groupby(["checkpoint", "cell.source"], sort=True):
+    for (checkpoint, source), group in ok.groupby(["checkpoint", split], sort=True):
         if source in sources:
             maps[(checkpoint, source)] = np.mean([m["layer_head"]["target"] for m in group["meta"]], axis=0)
     return maps
@@ -105,7 +107,7 @@ def draw_layer_head(ax: plt.Axes, values: np.ndarray, title: str, vmax: float, d
 
 
 def layer_head_figures(maps: dict[tuple[str, str], np.ndarray], pairs: dict[str, dict[str, str]],
-                       out: Path) -> list[Path]:
+                       out: Path, task: str) -> list[Path]:
     """Per checkpoint: one layer x head map per source; per pair: NTP | MEAP | MEAP - NTP per source."""
     written: list[Path] = []
     if not maps:
@@ -119,7 +121,7 @@ def layer_head_figures(maps: dict[tuple[str, str], np.ndarray], pairs: dict[str,
         for ax, (source, values) in zip(axes[0], mine, strict=True):
             draw_layer_head(ax, values, f"{source}", vmax)
         fig.suptitle(f"{checkpoint}: attention share on the target (%) from the answer-generating position")
-        written += save(fig, out / f"attention_layer_head_{checkpoint}")
+        written += save(fig, out / f"{task}_layer_head_{checkpoint}")
     for label, members in sorted(pairs.items()):
         sources = sorted(s for c, s in maps if c == members["ntp"] and (members["meap"], s) in maps)
         if not sources:
@@ -133,15 +135,15 @@ def layer_head_figures(maps: dict[tuple[str, str], np.ndarray], pairs: dict[str,
             draw_layer_head(axes[row][1], meap, f"{source}: MEAP ({members['meap']})", vmax)
             draw_layer_head(axes[row][2], meap - ntp, f"{source}: MEAP - NTP (points)", vmax / 2, diverging=True)
         fig.suptitle(f"attention share on the target (%), pair {label}")
-        written += save(fig, out / f"attention_layer_head_pair_{label}")
+        written += save(fig, out / f"{task}_layer_head_pair_{label}")
     return written
 
 
-def paper_table(rows: pd.DataFrame, sources: list[str]) -> pd.DataFrame:
+def paper_table(rows: pd.DataFrame, split: str, sources: list[str]) -> pd.DataFrame:
     """Per pair, source and quantity: NTP, MEAP, MEAP - NTP with its paired 95% interval, relative change."""
     parts = []
     for source in sources:
-        mine = rows[rows["cell.source"] == source]
+        mine = rows[rows[split] == source]
         for score, (label, factor) in QUANTITIES.items():
             paired = paired_differences(mine, score)
             if paired.empty:
@@ -158,7 +160,7 @@ def paper_table(rows: pd.DataFrame, sources: list[str]) -> pd.DataFrame:
                   "relative_change_pct"]]
 
 
-def forest(paper: pd.DataFrame, label: str, out: Path) -> list[Path]:
+def forest(paper: pd.DataFrame, label: str, out: Path, task: str) -> list[Path]:
     """One panel per quantity: MEAP - NTP per source with its paired 95% interval."""
     quantities = list(dict.fromkeys(paper["quantity"]))
     columns = 3
@@ -178,4 +180,4 @@ def forest(paper: pd.DataFrame, label: str, out: Path) -> list[Path]:
         ax.set_xlabel("MEAP - NTP" + (" (points)" if "(%)" in quantity else ""), fontsize=8)
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(f"pair {label}: MEAP - NTP with paired 95% intervals")
-    return save(fig, out / f"attention_pair_{label}")
+    return save(fig, out / f"{task}_pair_{label}")
