@@ -134,3 +134,13 @@ def test_prefix_reuse_decodes_prompts_of_several_lengths_together(tiny_pair):
     first_batch = sorted(requests, key=lambda r: -len(r.prompt_ids))[:8]
     assert len({len(r.prompt_ids) for r in first_batch}) > 1
     assert (8, 1) in shapes and all(rows == 1 for rows, width in shapes if width > 1)
+
+
+def test_device_map_is_a_checkpoint_setting_left_out_of_old_identities(tiny_pair, tmp_path):
+    from meap_bench.config import load_checkpoints
+
+    model = tiny_pair["meap"]
+    (tmp_path / "c.yaml").write_text(f"- {{name: a, path: {model}, objective: ntp}}\n"
+                                     f"- {{name: b, path: {model}, objective: meap, device_map: auto}}\n")
+    plain, placed = load_checkpoints(tmp_path / "c.yaml")
+    assert "device_map" not in plain.model_dump() and placed.model_dump()["device_map"] == "auto"
