@@ -8,6 +8,7 @@ into $OUT (else ./bench-out), after every step, so a cut-off run keeps what it m
 
     bash benchmarks/gpu_suite.sh                  # on the GPU (see docs/performance.md for the device command)
     python benchmarks/gpu_suite.py --smoke        # a 2-layer model, short lengths, CPU: every code path, ~1 min
+    python benchmarks/gpu_suite.py --cpu --budget 900   # the same ratios on CPU (4 x 256 model, 512-2048 tokens)
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ FULL = {"lengths": [2048, 4096, 8192, 16000], "depths": [0, 25, 50, 75, 100], "s
 SMOKE = {"lengths": [128, 256], "depths": [0, 50, 100], "samples": 2, "hidden": 64, "intermediate": 128,
          "layers": 2, "heads": 4, "kv_heads": 2, "dtype": "float32", "peak_n": 512, "flops_length": 256,
          "batch_size": 4}
+CPU = {"lengths": [512, 1024, 2048], "depths": [0, 25, 50, 75, 100], "samples": 4, "hidden": 256, "intermediate": 688,
+       "layers": 4, "heads": 8, "kv_heads": 4, "dtype": "float32", "peak_n": 2048, "flops_length": 2048,
+       "batch_size": 8}  # the same suite at a size 2 CPU cores finish in minutes (the default pair's shape)
 VARIANTS = {  # name -> HF backend speed options
     "plain": {"equal_length": False, "prefix_reuse": False, "static_cache": False},
     "equal-length": {"equal_length": True, "prefix_reuse": False, "static_cache": False},
@@ -288,6 +292,7 @@ def summary(results: dict) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny model and lengths (CPU): checks every path")
+    parser.add_argument("--cpu", action="store_true", help="a 4-layer x 256 model at 512-2048 tokens: CPU figures")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "bench-out"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--budget", type=float, default=240.0, help="seconds after which optional steps are skipped")
@@ -295,7 +300,7 @@ def main() -> None:
                         help="tokenizer folder (default: .whl/tokenizer, else ../shared/data/tokenizers/meap-llama)")
     parser.add_argument("--batch-size", type=int, default=None)
     args = parser.parse_args()
-    size = dict(SMOKE if args.smoke else FULL)
+    size = dict(SMOKE if args.smoke else CPU if args.cpu else FULL)
     if args.batch_size:
         size["batch_size"] = args.batch_size
     device = torch.device(args.device)
@@ -319,7 +324,7 @@ def main() -> None:
     suite.step("model", lambda: build_checkpoint(size, tokenizer_dir, folder, device), optional=False)
 
     from meap_bench.backends.base import GenRequest, LLRequest
-    from meap_bench.backends.hf import CUDA_DEFAULTS, HFBackend
+    from meap_bench.backends.hf import DEFAULT_OPTIONS, HFBackend
     from meap_bench.config import Checkpoint
 
     checkpoint = Checkpoint(name="llama-random", path=str(folder), objective="ntp", dtype=size["dtype"],
@@ -332,7 +337,7 @@ def main() -> None:
                              "prompts": len(samples), "prompt_tokens": sum(len(s.prompt_ids) for s in samples),
                              "choices_per_prompt": len(samples[0].choices), "new_tokens": samples[0].max_new_tokens,
                              "batch_size": size["batch_size"], "default_options": default_options,
-                             "cuda_defaults": CUDA_DEFAULTS}
+                             "default_options_declared": DEFAULT_OPTIONS}
 
     def warm_up() -> dict:
         short = samples[0].prompt_ids[:64]

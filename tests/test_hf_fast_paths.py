@@ -107,10 +107,12 @@ def test_static_cache_and_device_map_match_the_plain_path(tiny_pair):
     assert_same_scores(placed.loglikelihood(scored), plain.loglikelihood(scored))
 
 
-def test_options_default_off_on_cpu(tiny_pair):
+def test_default_options_are_the_measured_ones_and_each_can_be_switched_off(tiny_pair):
     default = HFBackend(checkpoint(tiny_pair, 4), "cpu")
-    assert default.options() == {"equal_length": False, "prefix_reuse": False, "static_cache": False}
-    assert not default.store.entries and default.generate(sweep(default.tokenizer)[:2]) and not default.store.entries
+    assert default.options() == {"equal_length": True, "prefix_reuse": True, "static_cache": False}
+    assert default.generate(sweep(default.tokenizer)[:2]) and default.store.entries  # prompts' caches kept
+    plain = HFBackend(checkpoint(tiny_pair, 4), "cpu", equal_length=False, prefix_reuse=False)
+    assert not plain.store.entries and plain.generate(sweep(plain.tokenizer)[:2]) and not plain.store.entries
 
 
 def test_store_drops_the_oldest_beyond_its_budget():

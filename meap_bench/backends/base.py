@@ -14,7 +14,7 @@ from transformers import PreTrainedTokenizerBase
 # Capabilities a backend may declare (`Backend.capabilities`); the run records them with every result.
 ATTENTION = "attention"  # `Backend.attention` returns attention summaries
 REAL_VOCAB = "real-vocab-logprobs"  # loglikelihoods normalised over the real vocabulary ([MASK], padding rows out)
-PREFIX_REUSE = "prefix-reuse"  # can reuse a shared prefix's computation (outputs as if run alone; HF: on CUDA)
+PREFIX_REUSE = "prefix-reuse"  # can reuse a shared prefix's computation (outputs as if run alone; HF: on by default)
 
 
 @dataclass(frozen=True)
