@@ -49,18 +49,23 @@ def _check_split(split: str) -> bool:
     return split == "heldout"
 
 
+@functools.lru_cache(maxsize=1)
+def _made_up_words() -> frozenset[str]:
+    """Every two-syllable word with a coda from the name inventory that is not a KJV word (built once)."""
+    from meap_bench.data.kjv import kjv_text
+
+    english = set(re.findall(r"\b[a-z]+\b", (kjv_text("train") + kjv_text("heldout")).lower()))
+    syllables = [o + v for o in _ONSETS for v in _VOWELS]
+    return frozenset({a + b + c for a in syllables for b in syllables for c in _CODAS} - english)
+
+
 @functools.lru_cache(maxsize=2)
 def magic_keys(split: str = "train") -> tuple[str, ...]:
     """Made-up lowercase words (`zorvath`) usable as needle keys: never a KJV word, so a key occurs
     nowhere in a KJV haystack but in its fact (an English key does, and then the words that follow it
     there compete with the value)."""
-    from meap_bench.data.kjv import kjv_text
-
     heldout = _check_split(split)
-    english = set(re.findall(r"\b[a-z]+\b", (kjv_text("train") + kjv_text("heldout")).lower()))
-    syllables = [o + v for o in _ONSETS for v in _VOWELS]
-    words = {a + b + c for a in syllables for b in syllables for c in _CODAS}
-    return tuple(sorted(w for w in words - english if _is_heldout(w) == heldout))
+    return tuple(sorted(w for w in _made_up_words() if _is_heldout(w) == heldout))
 
 
 def magic_value(rng: random.Random) -> str:
