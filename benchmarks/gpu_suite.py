@@ -255,6 +255,24 @@ def prefill_flops(suite: Suite, model, length: int, peak: float | None) -> dict:
             "tflops": round(tflops, 4), "share_of_peak": round(tflops / peak, 3) if peak else None}
 
 
+def profile(suite: Suite, backend, task, samples, options: dict, rows: int = 15) -> dict:
+    """Where the harness's time goes at the longest length: its prompts under torch.profiler, the operators
+    with the most device time (CPU time on CPU), and the wall time of the profiled run."""
+    from torch.profiler import ProfilerActivity
+
+    longest = max(s.cell["length"] for s in samples)
+    chosen = [s for s in samples if s.cell["length"] == longest]
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if suite.device.type == "cuda" else [])
+    with torch.profiler.profile(activities=activities) as prof:
+        run = harness(suite, backend, task, chosen, options)
+    key = "self_device_time_total" if suite.device.type == "cuda" else "self_cpu_time_total"
+    suite.log("profile:\n" + prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=48))
+    events = sorted(prof.key_averages(), key=lambda e: -getattr(e, key))
+    top = [{"op": e.key, "calls": e.count, "self_ms": round(getattr(e, key) / 1e3, 2)} for e in events[:rows]]
+    return {"length": longest, "prompts": len(chosen), "seconds_profiled": run["seconds"],
+            "generate_s": run["generate_s"], "loglikelihood_s": run["loglikelihood_s"], "top": top}
+
+
 def agreement(reference: list, other: list) -> float:
     return round(sum(a == b for a, b in zip(reference, other, strict=True)) / max(len(reference), 1), 3)
 
@@ -370,12 +388,9 @@ def main() -> None:
                 if total else None}
 
     suite.step("time split (default options)", split)
+    suite.step("profile (longest length, default options)", lambda: profile(suite, backend, task, samples,
+                                                                            default_options))
     suite.step("lm-eval hf", lambda: lm_eval_generate(suite, model, tokenizer, samples, size["batch_size"]))
-    for name, options in VARIANTS.items():
-        if options == default_options and main_run:
-            suite.results[f"harness ({name})"] = {**main_run, "same_as": "harness (default options)"}
-            continue
-        suite.step(f"harness ({name})", lambda o=options: harness(suite, backend, task, samples, o))
 
     def grid_sizes() -> list[dict]:
         rows = []
@@ -387,7 +402,14 @@ def main() -> None:
             rows.append({"needles": size["samples"], "prompts": len(samples), "seconds": main_run["seconds"]})
         return rows
 
-    suite.step("time vs grid size", grid_sizes)
+    # most wanted first, since steps past the budget are skipped: prefix reuse off, grid size, then the rest
+    for name in ("equal-length", "time vs grid size", "plain", "equal-length + static cache"):
+        if name == "time vs grid size":
+            suite.step(name, grid_sizes)
+        elif VARIANTS[name] == default_options and main_run:
+            suite.results[f"harness ({name})"] = {**main_run, "same_as": "harness (default options)"}
+        else:
+            suite.step(f"harness ({name})", lambda o=VARIANTS[name]: harness(suite, backend, task, samples, o))
     reference = (suite.results.get("harness (plain)") or {})
     for value in list(suite.results.values()):
         if isinstance(value, dict) and "options" in value and reference.get("outputs"):
