@@ -52,8 +52,10 @@ VARIANTS = {  # name -> HF backend speed options
 class Suite:
     """Results and log, written after every step; steps past the time budget are skipped (and said so)."""
 
-    def __init__(self, out: Path, budget: float, device: torch.device, name: str = "gpu_suite") -> None:
+    def __init__(self, out: Path, budget: float, device: torch.device, name: str = "gpu_suite",
+                 only: set[str] | None = None) -> None:
         self.out, self.budget, self.device, self.began = out, budget, device, time.perf_counter()
+        self.only = only  # optional steps to run (None: all)
         out.mkdir(parents=True, exist_ok=True)
         self.results: dict = {"command": " ".join(sys.argv), "skipped": []}
         self.json = out / f"{name}.json"
@@ -70,6 +72,8 @@ class Suite:
         self.json.write_text(json.dumps(self.results, indent=2) + "\n")
 
     def step(self, name: str, fn: Callable[[], object], optional: bool = True) -> object:
+        if optional and self.only is not None and name not in self.only:
+            return None
         if optional and time.perf_counter() - self.began > self.budget:
             self.log(f"SKIPPED {name}: past the {self.budget:.0f} s budget")
             self.results["skipped"].append(name)
@@ -317,12 +321,13 @@ def main() -> None:
     parser.add_argument("--tokenizer", type=Path, default=None,
                         help="tokenizer folder (default: .whl/tokenizer, else ../shared/data/tokenizers/meap-llama)")
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--steps", default=None, help="comma-separated names of the optional steps (default: all)")
     args = parser.parse_args()
     size = dict(SMOKE if args.smoke else CPU if args.cpu else FULL)
     if args.batch_size:
         size["batch_size"] = args.batch_size
     device = torch.device(args.device)
-    suite = Suite(args.out, args.budget, device)
+    suite = Suite(args.out, args.budget, device, only=set(args.steps.split(",")) if args.steps else None)
     tokenizer_dir = args.tokenizer or next(
         (p for p in (REPO / ".whl" / "tokenizer", REPO.parent / "shared" / "data" / "tokenizers" / "meap-llama",
                      REPO / "shared" / "data" / "tokenizers" / "meap-llama") if (p / "tokenizer.json").exists()), None)
@@ -402,7 +407,17 @@ def main() -> None:
             rows.append({"needles": size["samples"], "prompts": len(samples), "seconds": main_run["seconds"]})
         return rows
 
+    def without_cudnn_attention() -> dict:
+        """The default harness with PyTorch's cuDNN attention backend off (SDPA then picks flash or
+        memory-efficient kernels), to see whether the backend choice explains the decode time."""
+        torch.backends.cuda.enable_cudnn_sdp(False)
+        try:
+            return harness(suite, backend, task, samples, default_options)
+        finally:
+            torch.backends.cuda.enable_cudnn_sdp(True)
+
     # most wanted first, since steps past the budget are skipped: prefix reuse off, grid size, then the rest
+    suite.step("harness (default options with cuDNN attention off)", without_cudnn_attention)
     for name in ("equal-length", "time vs grid size", "plain", "equal-length + static cache"):
         if name == "time vs grid size":
             suite.step(name, grid_sizes)
