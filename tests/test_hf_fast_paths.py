@@ -115,6 +115,18 @@ def test_default_options_are_the_measured_ones_and_each_can_be_switched_off(tiny
     assert not plain.store.entries and plain.generate(sweep(plain.tokenizer)[:2]) and not plain.store.entries
 
 
+def test_backend_calls_run_without_cudnn_attention_and_restore_it(tiny_pair):
+    """cuDNN's SDPA kernel is left out inside every backend call (docs/performance.md) and only there."""
+    backend = HFBackend(checkpoint(tiny_pair, 4), "cpu")
+    seen: list[bool] = []
+    backend.model.register_forward_pre_hook(lambda *_: seen.append(torch.backends.cuda.cudnn_sdp_enabled()))
+    requests = sweep(backend.tokenizer)[:2]
+    backend.generate(requests)
+    backend.loglikelihood(candidates(requests))
+    assert seen and not any(seen)
+    assert torch.backends.cuda.cudnn_sdp_enabled()
+
+
 def test_store_drops_the_oldest_beyond_its_budget():
     kv = [(torch.zeros(1, 2, 10, 4), torch.zeros(1, 2, 10, 4))]  # 640 bytes
     store = PrefixStore(budget=1500)

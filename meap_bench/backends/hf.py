@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import pickle
 from collections.abc import Callable, Sequence
@@ -9,6 +10,7 @@ from typing import TypeVar
 
 import torch
 from safetensors import SafetensorError
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import (
     AutoModelForCausalLM,
     GenerationConfig,
@@ -49,10 +51,25 @@ Out = TypeVar("Out")
 MIN_PREFIX = 32  # shared prompt tokens worth a separate prefill
 # Speed options unless the caller says otherwise (every one gives the plain path's outputs; tested). Measured
 # with benchmarks/gpu_suite.py (docs/performance.md): equal-length batches with prefix reuse ran the needle grid
-# 2.5x faster than the plain path on 2 CPU cores, and 1.95x the naive loop on an H100; the static cache was slower.
+# 2.5x faster than the plain path on 2 CPU cores, and 1.4-2.2x the naive loop on H100s; the static cache was slower.
 DEFAULT_OPTIONS = {"equal_length": True, "prefix_reuse": True, "static_cache": False}
 STORE_SHARE = 0.25  # share of the GPU's memory that stored KV caches may hold (prefix_reuse)
 CPU_STORE_BYTES = 1 << 30
+# Attention kernels SDPA may choose: all but cuDNN's, whose CPU cost per call (about 1 ms in the H100 profile,
+# docs/performance.md) outweighs the short kernels of decode steps and short prompts; without it the needle grid
+# ran 1.37x faster on an H100. On CPU the choice is unchanged (cuDNN attention is CUDA-only).
+ATTENTION_KERNELS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+def inference(method: Callable[..., R]) -> Callable[..., R]:
+    """Run a backend call in inference mode with SDPA limited to ATTENTION_KERNELS."""
+
+    @functools.wraps(method)
+    def call(*args, **kwargs):
+        with torch.inference_mode(), sdpa_kernel(ATTENTION_KERNELS):
+            return method(*args, **kwargs)
+
+    return call
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -203,7 +220,7 @@ class HFBackend:
             mask[row, cols] = 1
         return ids, mask
 
-    @torch.inference_mode()
+    @inference
     def generate(self, requests: list[GenRequest]) -> list[GenOutput]:
         """With prefix reuse, prompts are prefilled one by one (unpadded) and decoded in batches that may
         mix lengths (`prefilled`); else batches are prefilled and decoded together."""
@@ -275,7 +292,7 @@ class HFBackend:
         out = self.model(input_ids=torch.tensor([ids[start:]], device=self.device), use_cache=True, **past, **keep)
         return cache_tensors(returned_cache(out), 0, 0, len(ids))
 
-    @torch.inference_mode()
+    @inference
     def loglikelihood(self, requests: list[LLRequest]) -> list[LLOutput]:
         """Requests that share a context (the choices of a multiple-choice question) run as one group: one
         forward over the context, then one over all its continuations on the context's KV cache. Other
@@ -388,7 +405,7 @@ class HFBackend:
         pieces = [piece for k in range(len(group)) for piece in (entry.logits[None], later[k])]
         return self._score(torch.cat(pieces), group)
 
-    @torch.inference_mode()
+    @inference
     def attention(self, requests: list[AttnRequest]) -> list[AttnOutput]:
         """One forward per batch (right-padded, so every row's keys and positions are what it gets alone),
         summarised layer by layer while it runs (`hf_attention`); only the last position's logits are
