@@ -1,8 +1,8 @@
-"""What a pair can copy from its context: per-token loss on the second half of copy episodes (random made-up
-words with 7-digit numbers, said twice; a `key: value` list then lookups), split into digit-group tokens and
-the rest, and teacher-forced needle exact match at short lengths. A model that has learnt in-context copying
-has near-zero loss on every repeated token; docs/default-pair.md uses this to show which tokens a twin cannot
-copy. Held-out keys only. Prints a table and saves JSON.
+"""What a pair can copy from its context: per-token loss on the second half of the trainer's copy episodes
+(random made-up words with 7-digit numbers, said twice; or a `key: value` list then lookups), split into
+digit-group tokens and the rest, and teacher-forced needle exact match at short lengths. A model that has
+learnt in-context copying has near-zero loss on every repeated token; docs/default-pair.md uses this to show
+which tokens a twin cannot copy. Held-out keys only. Prints a table and saves JSON.
 
     python benchmarks/copy_probe.py                                  # the embedded default pair
     python benchmarks/copy_probe.py --checkpoints A B --out probe.json
@@ -26,21 +26,27 @@ sys.path.insert(0, str(REPO))
 
 
 def episodes(seed: int, n: int) -> list[tuple[str, str]]:
-    """(first part, second part) texts; the second part repeats or looks up the first."""
+    """(first part, second part) of the trainer's own copy episodes (`synthetic.copy_episode`, held-out keys):
+    the second part repeats or looks up the first."""
     from meap_bench.data import synthetic
 
-    rng, keys, out = random.Random(seed), synthetic.magic_keys("heldout"), []
+    rng, out = random.Random(seed), []
     for _ in range(n):
-        words = [synthetic.magic_value(rng) if rng.random() < 0.3 else rng.choice(keys) for _ in range(30)]
-        out.append((" ".join(words), "\n" + " ".join(words)))
-        pairs = [(k, synthetic.magic_value(rng)) for k in rng.sample(keys, 8)]
-        out.append(("\n".join(f"{k}: {v}" for k, v in pairs), "\n\n" + "\n".join(f"{k}? {v}" for k, v in pairs[:4])))
+        text = synthetic.copy_episode(rng, 40, split="heldout")
+        cut = text.index("\n\n") if "\n\n" in text else text.index("\n")  # a lookup list, else a repetition
+        out.append((text[:cut], text[cut:]))
     return out
+
+
+def digit_ids(tokenizer) -> set[int]:
+    """Ids of the digit-group tokens (`7`, `41`, `833`, with or without a leading space)."""
+    return {i for token, i in tokenizer.get_vocab().items() if token.lstrip("Ġ").isdigit()}
 
 
 @torch.no_grad()
 def copy_losses(model, tokenizer, texts: list[tuple[str, str]]) -> dict[str, float]:
     """Mean loss of the second parts' tokens: digit groups, other tokens; and of the first parts (unpredictable)."""
+    digits = digit_ids(tokenizer)
     sums = {"digits": [0.0, 0], "other": [0.0, 0], "first part": [0.0, 0]}
     for first, second in texts:
         head = tokenizer(first, add_special_tokens=False)["input_ids"]
@@ -48,10 +54,7 @@ def copy_losses(model, tokenizer, texts: list[tuple[str, str]]) -> dict[str, flo
         logits = model(torch.tensor([ids])).logits[0, :-1].float()
         losses = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]), reduction="none").tolist()
         for position, (target, loss) in enumerate(zip(ids[1:], losses, strict=True)):
-            if position < len(head):
-                kind = "first part"
-            else:
-                kind = "digits" if tokenizer.decode([target]).strip().isdigit() else "other"
+            kind = "first part" if position < len(head) else "digits" if target in digits else "other"
             sums[kind][0] += loss
             sums[kind][1] += 1
     return {k: round(total / max(count, 1), 3) for k, (total, count) in sums.items()}
@@ -67,7 +70,7 @@ def main() -> None:
     parser.add_argument("--checkpoints", nargs="+", default=[str(REPO / "checkpoints" / n)
                                                                for n in ("tiny-ntp", "tiny-meap")])
     parser.add_argument("--lengths", default="48,96,192")
-    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--episodes", type=int, default=40)
     parser.add_argument("--out", type=Path, default=Path("copy_probe.json"))
     args = parser.parse_args()
     rows = []
@@ -76,8 +79,7 @@ def main() -> None:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
         row = {"checkpoint": path, **{f"copy loss, {k}": v for k, v in
                                       copy_losses(model, tokenizer, episodes(0, args.episodes)).items()}}
-        digits = [i for t, i in tokenizer.get_vocab().items() if len(t.lstrip("Ġ")) == 3 and t.lstrip("Ġ").isdigit()]
-        norms = model.get_input_embeddings().weight[digits].norm(dim=-1)
+        norms = model.get_input_embeddings().weight[sorted(digit_ids(tokenizer))].norm(dim=-1)
         row["digit-group embedding norm"] = round(norms.mean().item(), 3)
         for length in (int(n) for n in args.lengths.split(",")):
             em, loss = corpus.exact_match(model, corpus.heldout_needles(tokenizer, length, 40), torch.device("cpu"))
