@@ -1,8 +1,10 @@
 """What a pair can copy from its context: per-token loss on the second half of the trainer's copy episodes
 (random made-up words with 7-digit numbers, said twice; or a `key: value` list then lookups), split into
-digit-group tokens and the rest, and teacher-forced needle exact match at short lengths. A model that has
-learnt in-context copying has near-zero loss on every repeated token; docs/default-pair.md uses this to show
-which tokens a twin cannot copy. Held-out keys only. Prints a table and saves JSON.
+digit-group tokens and the rest; in the repetitions, the largest attention of any head from each predicting
+position to its copy source (where an induction head looks); and teacher-forced needle exact match at short
+lengths. A model that has learnt in-context copying has near-zero loss on every repeated token;
+docs/default-pair.md uses this to show which tokens a twin cannot copy, and why. Held-out keys only. Prints a
+table and saves JSON.
 
     python benchmarks/copy_probe.py                                  # the embedded default pair
     python benchmarks/copy_probe.py --checkpoints A B --out probe.json
@@ -60,6 +62,28 @@ def copy_losses(model, tokenizer, texts: list[tuple[str, str]]) -> dict[str, flo
     return {k: round(total / max(count, 1), 3) for k, (total, count) in sums.items()}
 
 
+@torch.no_grad()
+def copy_attention(model, tokenizer, texts: list[tuple[str, str]]) -> dict[str, float]:
+    """In the plain repetitions (`A` newline `A`): the largest attention any head of any layer gives, from the
+    position that predicts a second-half token, to that token's first-half position (the copy source, where an
+    induction head looks). Mean over targets that are digit groups and over the rest (needs eager attention)."""
+    digits = digit_ids(tokenizer)
+    sums = {"digits": [0.0, 0], "other": [0.0, 0]}
+    for first, second in texts:
+        if second[1:] != first:  # a key: value list, not a repetition
+            continue
+        words = tokenizer(first, add_special_tokens=False)["input_ids"]
+        ids = [tokenizer.bos_token_id, *words, *tokenizer("\n", add_special_tokens=False)["input_ids"], *words]
+        maps = model(torch.tensor([ids]), output_attentions=True).attentions  # layers x (1, heads, q, k)
+        start = len(ids) - len(words)  # the second copy's first position
+        for j in range(1, len(words)):
+            weight = max(a[0, :, start + j - 1, 1 + j].max().item() for a in maps)
+            kind = "digits" if words[j] in digits else "other"
+            sums[kind][0] += weight
+            sums[kind][1] += 1
+    return {k: round(total / max(count, 1), 3) for k, (total, count) in sums.items()}
+
+
 def main() -> None:
     from transformers import AutoModelForCausalLM
 
@@ -76,9 +100,10 @@ def main() -> None:
     rows = []
     for path in args.checkpoints:
         tokenizer = load_tokenizer(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-        row = {"checkpoint": path, **{f"copy loss, {k}": v for k, v in
-                                      copy_losses(model, tokenizer, episodes(0, args.episodes)).items()}}
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
+        texts = episodes(0, args.episodes)
+        row = {"checkpoint": path, **{f"copy loss, {k}": v for k, v in copy_losses(model, tokenizer, texts).items()},
+               **{f"attention to copy source, {k}": v for k, v in copy_attention(model, tokenizer, texts).items()}}
         norms = model.get_input_embeddings().weight[sorted(digit_ids(tokenizer))].norm(dim=-1)
         row["digit-group embedding norm"] = round(norms.mean().item(), 3)
         for length in (int(n) for n in args.lengths.split(",")):

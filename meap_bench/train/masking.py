@@ -40,7 +40,8 @@ def official_positions(step: int, length: int, ratio: float) -> list[int]:
 
 @dataclass
 class MeapCollator:
-    """Stacks `{"input_ids", "idx"}` features into a causal-LM batch and masks the inputs."""
+    """Stacks `{"input_ids", "idx"}` features (with `labels` where some targets carry no loss) into a
+    causal-LM batch and masks the inputs."""
 
     mask_id: int | None
     ratio: float = 0.0
@@ -61,7 +62,10 @@ class MeapCollator:
             else:
                 for row, f in enumerate(features):
                     inputs[row, per_sequence_positions(length, self.ratio, self.seed, int(f["idx"]))] = self.mask_id
-        labels = clean.clone()
+        if "labels" in features[0]:
+            labels = torch.stack([torch.as_tensor(f["labels"], dtype=torch.long) for f in features])
+        else:
+            labels = clean.clone()
         if self.mask_id is not None:
             labels[labels == self.mask_id] = -100  # [MASK] is never a target
         return {"input_ids": inputs, "attention_mask": torch.ones_like(inputs), "labels": labels}

@@ -30,8 +30,9 @@ def build_llama(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> LlamaForC
     return LlamaForCausalLM(config)
 
 
-def load_for_sft(path: str, tokenizer: PreTrainedTokenizerBase) -> torch.nn.Module:
-    """An existing checkpoint, with `[MASK]` added and embeddings padded to a multiple of 64 if needed."""
+def load_checkpoint(path: str, tokenizer: PreTrainedTokenizerBase, seq_len: int = 0) -> torch.nn.Module:
+    """An existing checkpoint (SFT, continued pre-training), with `[MASK]` added and embeddings padded to a
+    multiple of 64 if needed; its declared context is raised to `seq_len` when training goes longer."""
     if mask_token_id(tokenizer) is None:
         tokenizer.add_special_tokens({"additional_special_tokens": [MASK_TOKEN]})
     if tokenizer.pad_token is None:
@@ -39,4 +40,5 @@ def load_for_sft(path: str, tokenizer: PreTrainedTokenizerBase) -> torch.nn.Modu
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
+    model.config.max_position_embeddings = max(model.config.max_position_embeddings, seq_len)
     return model

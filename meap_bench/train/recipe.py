@@ -35,6 +35,7 @@ class TokenizerSpec:
 
     path: str | None = None  # an existing tokenizer dir; else trained on the KJV train split
     vocab_size: int = 4096
+    digits: int = 3  # the most digits in one number token (1..3); 1 = one digit per token
 
 
 @dataclass
@@ -45,6 +46,8 @@ class DataSpec:
     magic_share: float = 0.5  # shares of documents in the packed pre-training corpus
     multidoc_share: float = 0.25
     copy_share: float = 0.0  # the rest is plain KJV text
+    loss_on_new_numbers: bool = True  # false: no loss on a number's first mention in a document (random values)
+    curriculum: float = 0.0  # share of steps over which the longest document grows from 64 tokens to seq_len
     sft_path: str | None = None  # SFT stage: Alpaca- or conversation-style JSON/JSONL
 
 
@@ -88,7 +91,7 @@ class Recipe:
     sft_min_answer: int = 50
     seed: int = 1234
     out: str = "checkpoints/{name}-{objective}"
-    init: str | None = None  # SFT: the HF checkpoint to start from
+    init: str | None = None  # the HF checkpoint to start from (SFT; or pre-training continued); may hold {objective}
     model: ModelSpec = field(default_factory=ModelSpec)
     tokenizer: TokenizerSpec = field(default_factory=TokenizerSpec)
     data: DataSpec = field(default_factory=DataSpec)
@@ -96,6 +99,9 @@ class Recipe:
 
     def out_dir(self, objective: str) -> Path:
         return Path(self.out.format(name=self.name, objective=objective))
+
+    def init_dir(self, objective: str) -> str:
+        return (self.init or "").format(name=self.name, objective=objective)
 
 
 SFT_MASK_RATIO = 0.1  # the official MEAP-SFT/MEAP-SFT.py `mask_ratio` default (the paper's 10%)
@@ -152,6 +158,8 @@ def load_recipe(path: str | Path, overrides: dict | None = None, sets: list[str]
     for name, allowed in CHOICES.items():
         if getattr(recipe, name) not in allowed:
             raise UserError(f"{path}: field '{name}' is {getattr(recipe, name)!r}; use one of {', '.join(allowed)}")
+    if not 1 <= recipe.tokenizer.digits <= 3:
+        raise UserError(f"{path}: tokenizer.digits {recipe.tokenizer.digits} must be 1, 2 or 3")
     if not 0 <= recipe.mask_ratio < 1:
         raise UserError(f"{path}: mask_ratio {recipe.mask_ratio} must be in [0, 1)")
     if recipe.stage == "sft" and not (recipe.init and recipe.data.sft_path):

@@ -27,7 +27,7 @@ from meap_bench.provenance import source_commit
 from meap_bench.tokenization import load_tokenizer, mask_token_id
 from meap_bench.train import corpus
 from meap_bench.train.masking import MeapCollator
-from meap_bench.train.model import build_llama, load_for_sft
+from meap_bench.train.model import build_llama, load_checkpoint
 from meap_bench.train.recipe import Recipe
 from meap_bench.train.sft import SftCollator, SftDataset, build_sft_rows, load_records
 from meap_bench.train.tokenizer import train_tokenizer
@@ -35,16 +35,21 @@ from meap_bench.train.tokenizer import train_tokenizer
 META_FILE = "meap_bench_train.json"
 
 
-def resolve_tokenizer(recipe: Recipe):
-    if recipe.stage == "sft":
-        return load_tokenizer(recipe.init)
+def resolve_tokenizer(recipe: Recipe, objective: str):
+    if recipe.init:  # SFT or continued pre-training: the starting checkpoint's tokenizer
+        try:
+            return load_tokenizer(recipe.init_dir(objective))
+        except OSError:
+            raise UserError(f"init {recipe.init_dir(objective)}: no checkpoint with a tokenizer there (a local "
+                            "folder, or a hub id already in the cache); fix the recipe's 'init'") from None
     if recipe.tokenizer.path:
         if not (Path(recipe.tokenizer.path) / "tokenizer.json").is_file():
             raise UserError(f"tokenizer.path {recipe.tokenizer.path}: no tokenizer.json there; fix the path")
         return load_tokenizer(recipe.tokenizer.path)
-    path = cache_dir() / "tokenizers" / f"kjv-bpe-digits3-{recipe.tokenizer.vocab_size}"
+    spec = recipe.tokenizer
+    path = cache_dir() / "tokenizers" / f"kjv-bpe-digits{spec.digits}-{spec.vocab_size}"
     if not (path / "tokenizer.json").is_file():
-        train_tokenizer(corpus.kjv_training_texts(), recipe.tokenizer.vocab_size, path)
+        train_tokenizer(corpus.kjv_training_texts(), spec.vocab_size, path, spec.digits)
     return load_tokenizer(path)
 
 
@@ -131,20 +136,26 @@ def make_trainer(recipe: Recipe, objective: str, out: Path, device: str | None =
         raise UserError(f"--device {device}: CUDA is not available here; use --device cpu")
     bf16 = t.dtype == "bf16" or (t.dtype == "auto" and use_cuda)
     ratio = recipe.mask_ratio if objective == "meap" else 0.0
-    tok = resolve_tokenizer(recipe)
+    tok = resolve_tokenizer(recipe, objective)
     mask_id = mask_token_id(tok)
     global_batch = t.batch_size * t.grad_accum * int(os.environ.get("WORLD_SIZE", "1"))
     if recipe.stage == "pretrain":
         steps = t.steps
         dataset = corpus.PretrainCorpus(
-            tok, d.seq_len, steps * global_batch, recipe.seed, (d.magic_share, d.multidoc_share, d.copy_share)
+            tok,
+            d.seq_len,
+            steps * global_batch,
+            recipe.seed,
+            (d.magic_share, d.multidoc_share, d.copy_share),
+            d.loss_on_new_numbers,
+            d.curriculum,
         )
         collator = MeapCollator(mask_id, ratio, recipe.mask_sampling, recipe.seed, global_batch)
-        model = build_llama(recipe, tok)
+        model = load_checkpoint(recipe.init_dir(objective), tok, d.seq_len) if recipe.init else build_llama(recipe, tok)
         tokens_seen = steps * global_batch * d.seq_len
         data_sha = corpus.data_sha256(tok, vars(d), recipe.seed)
     else:
-        model = load_for_sft(recipe.init, tok)
+        model = load_checkpoint(recipe.init_dir(objective), tok)
         rows = build_sft_rows(
             load_records(d.sft_path),
             tok,
@@ -231,6 +242,7 @@ def train_one(recipe: Recipe, objective: str, out: Path, resume: bool = False, d
         "mask_sampling": recipe.mask_sampling if ratio and recipe.stage == "pretrain" else None,
         "sft_variant": recipe.sft_variant if recipe.stage == "sft" and ratio else None,
         "stage": recipe.stage,
+        "init": recipe.init_dir(objective) or None,
         "tokens_seen": info["tokens_seen"] * steps // max(1, info["steps"]),
         "steps": steps,
         "seed": recipe.seed,

@@ -23,24 +23,34 @@ from meap_bench.tokenization import MASK_TOKEN
 BOS = "<|endoftext|>"
 PAD = "<|pad|>"
 SPECIALS = [BOS, PAD, MASK_TOKEN]
-DIGIT_GROUPS = [str(n).zfill(width) for width in (1, 2, 3) for n in range(10**width)]  # 0..9, 00..99, 000..999
 
 
-def _digit_group_texts(seed: int = 0, copies: int = 64) -> Iterator[str]:
+def digit_groups(digits: int = 3) -> list[str]:
+    """Every group of 1..`digits` digits, with leading zeros: 0..9, 00..99, 000..999 for 3."""
+    return [str(n).zfill(width) for width in range(1, digits + 1) for n in range(10**width)]
+
+
+DIGIT_GROUPS = digit_groups(3)
+
+
+def _digit_group_texts(digits: int, seed: int = 0, copies: int = 64) -> Iterator[str]:
     """Lines holding every digit group `copies` times in shuffled order, so BPE merges make each one a
     token (numbers are rare in the KJV). The pre-tokenizer isolates groups, so these merges never touch
     words."""
-    groups = DIGIT_GROUPS * copies
+    groups = digit_groups(digits) * copies
     random.Random(seed).shuffle(groups)
     for i in range(0, len(groups), 64):
         yield " ".join(groups[i : i + 64])
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path) -> PreTrainedTokenizerFast:
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int, out_dir: str | Path, digits: int = 3
+) -> PreTrainedTokenizerFast:
+    """digits: the most digits one number token holds (1 splits numbers into single digits, as Llama-2)."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(r"\p{N}{1,3}"), behavior="isolated"),
+            pre_tokenizers.Split(Regex(rf"\p{{N}}{{1,{digits}}}"), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False),
         ]
     )
@@ -51,11 +61,12 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path) 
         show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tok.train_from_iterator(itertools.chain(texts, _digit_group_texts()), trainer=trainer)
-    missing = [g for g in DIGIT_GROUPS if tok.token_to_id(g) is None]
+    tok.train_from_iterator(itertools.chain(texts, _digit_group_texts(digits)), trainer=trainer)
+    groups = digit_groups(digits)
+    missing = [g for g in groups if tok.token_to_id(g) is None]
     if missing:
         raise UserError(f"tokenizer.vocab_size {vocab_size} leaves {len(missing)} digit groups (e.g. {missing[0]}) "
-                        f"without a token; raise it to at least {len(DIGIT_GROUPS) + 512}")
+                        f"without a token; raise it to at least {len(groups) + 512}")
     bos_id = tok.token_to_id(BOS)
     tok.post_processor = processors.Sequence(
         [
