@@ -26,6 +26,8 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from meap_bench.train.tokenizer import digit_token_ids  # noqa: E402
+
 
 def episodes(seed: int, n: int) -> list[tuple[str, str]]:
     """(first part, second part) of the trainer's own copy episodes (`synthetic.copy_episode`, held-out keys):
@@ -40,48 +42,39 @@ def episodes(seed: int, n: int) -> list[tuple[str, str]]:
     return out
 
 
-def digit_ids(tokenizer) -> set[int]:
-    """Ids of the digit-group tokens (`7`, `41`, `833`, with or without a leading space)."""
-    return {i for token, i in tokenizer.get_vocab().items() if token.lstrip("Ġ").isdigit()}
+def mean(sums: dict[str, list]) -> dict[str, float]:
+    return {k: round(total / max(count, 1), 3) for k, (total, count) in sums.items()}
 
 
 @torch.no_grad()
-def copy_losses(model, tokenizer, texts: list[tuple[str, str]]) -> dict[str, float]:
-    """Mean loss of the second parts' tokens: digit groups, other tokens; and of the first parts (unpredictable)."""
-    digits = digit_ids(tokenizer)
-    sums = {"digits": [0.0, 0], "other": [0.0, 0], "first part": [0.0, 0]}
+def copy_measures(model, tokenizer, texts: list[tuple[str, str]]) -> tuple[dict[str, float], dict[str, float]]:
+    """One forward per episode (eager attention). Loss: mean loss of the second parts' tokens, digit groups and
+    other tokens, and of the first parts (unpredictable). Attention, in the plain repetitions (`A` newline `A`):
+    the largest attention any head of any layer gives from the position that predicts a second-half token to
+    that token's first-half position (the copy source, where an induction head looks), mean over digit-group
+    targets and over the rest."""
+    digits = digit_token_ids(tokenizer)
+    loss_sums = {"digits": [0.0, 0], "other": [0.0, 0], "first part": [0.0, 0]}
+    attention_sums = {"digits": [0.0, 0], "other": [0.0, 0]}
     for first, second in texts:
         head = tokenizer(first, add_special_tokens=False)["input_ids"]
         ids = [tokenizer.bos_token_id] + head + tokenizer(second, add_special_tokens=False)["input_ids"]
-        logits = model(torch.tensor([ids])).logits[0, :-1].float()
+        out = model(torch.tensor([ids]), output_attentions=True)
+        logits = out.logits[0, :-1].float()
         losses = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]), reduction="none").tolist()
         for position, (target, loss) in enumerate(zip(ids[1:], losses, strict=True)):
             kind = "first part" if position < len(head) else "digits" if target in digits else "other"
-            sums[kind][0] += loss
-            sums[kind][1] += 1
-    return {k: round(total / max(count, 1), 3) for k, (total, count) in sums.items()}
-
-
-@torch.no_grad()
-def copy_attention(model, tokenizer, texts: list[tuple[str, str]]) -> dict[str, float]:
-    """In the plain repetitions (`A` newline `A`): the largest attention any head of any layer gives, from the
-    position that predicts a second-half token, to that token's first-half position (the copy source, where an
-    induction head looks). Mean over targets that are digit groups and over the rest (needs eager attention)."""
-    digits = digit_ids(tokenizer)
-    sums = {"digits": [0.0, 0], "other": [0.0, 0]}
-    for first, second in texts:
-        if second[1:] != first:  # a key: value list, not a repetition
+            loss_sums[kind][0] += loss
+            loss_sums[kind][1] += 1
+        start = len(ids) - len(head)  # where a repetition's second copy begins
+        if second[1:] != first or ids[start:] != head:  # a key: value list, not a repetition
             continue
-        words = tokenizer(first, add_special_tokens=False)["input_ids"]
-        ids = [tokenizer.bos_token_id, *words, *tokenizer("\n", add_special_tokens=False)["input_ids"], *words]
-        maps = model(torch.tensor([ids]), output_attentions=True).attentions  # layers x (1, heads, q, k)
-        start = len(ids) - len(words)  # the second copy's first position
-        for j in range(1, len(words)):
-            weight = max(a[0, :, start + j - 1, 1 + j].max().item() for a in maps)
-            kind = "digits" if words[j] in digits else "other"
-            sums[kind][0] += weight
-            sums[kind][1] += 1
-    return {k: round(total / max(count, 1), 3) for k, (total, count) in sums.items()}
+        for j in range(1, len(head)):
+            weight = max(a[0, :, start + j - 1, 1 + j].max().item() for a in out.attentions)
+            kind = "digits" if head[j] in digits else "other"
+            attention_sums[kind][0] += weight
+            attention_sums[kind][1] += 1
+    return mean(loss_sums), mean(attention_sums)
 
 
 def main() -> None:
@@ -101,10 +94,10 @@ def main() -> None:
     for path in args.checkpoints:
         tokenizer = load_tokenizer(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
-        texts = episodes(0, args.episodes)
-        row = {"checkpoint": path, **{f"copy loss, {k}": v for k, v in copy_losses(model, tokenizer, texts).items()},
-               **{f"attention to copy source, {k}": v for k, v in copy_attention(model, tokenizer, texts).items()}}
-        norms = model.get_input_embeddings().weight[sorted(digit_ids(tokenizer))].norm(dim=-1)
+        losses, attention = copy_measures(model, tokenizer, episodes(0, args.episodes))
+        row = {"checkpoint": path, **{f"copy loss, {k}": v for k, v in losses.items()},
+               **{f"attention to copy source, {k}": v for k, v in attention.items()}}
+        norms = model.get_input_embeddings().weight[sorted(digit_token_ids(tokenizer))].norm(dim=-1)
         row["digit-group embedding norm"] = round(norms.mean().item(), 3)
         for length in (int(n) for n in args.lengths.split(",")):
             em, loss = corpus.exact_match(model, corpus.heldout_needles(tokenizer, length, 40), torch.device("cpu"))

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from meap_bench.errors import UserError
-from meap_bench.train.tokenizer import DIGIT_GROUPS, train_tokenizer
+from meap_bench.train.tokenizer import digit_groups, train_tokenizer
 
 TEXT = "And the LORD spake unto Moses, saying, The special magic number for zorvath is 1234567."
 
@@ -23,8 +23,8 @@ def pieces(tok, text: str) -> list[str]:
 
 
 def test_every_digit_group_is_one_token(tok):
-    assert len(DIGIT_GROUPS) == 1110
-    assert all(len(pieces(tok, group)) == 1 for group in DIGIT_GROUPS)
+    assert len(digit_groups(3)) == 1110
+    assert all(len(pieces(tok, group)) == 1 for group in digit_groups(3))
 
 
 @pytest.mark.parametrize(("number", "groups"), [("1234567", ["123", "456", "7"]), ("9040012", ["904", "001", "2"]),

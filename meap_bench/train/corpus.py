@@ -12,6 +12,7 @@ resume.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -20,6 +21,7 @@ import torch
 
 from meap_bench.data import synthetic
 from meap_bench.data.kjv import KJV_WHEEL, kjv_books, kjv_sentences
+from meap_bench.train.tokenizer import digit_token_ids
 
 CHARS_PER_TOKEN = 4.0  # measured on the KJV with the default 4096-token BPE
 
@@ -43,8 +45,7 @@ class PretrainCorpus(torch.utils.data.Dataset):
         self.seq_len, self.size, self.seed = seq_len, size, seed
         self.shares, self.curriculum = shares, curriculum
         self.sentences = kjv_sentences("train")
-        vocab = self.tok.get_vocab().items()
-        self.digit_ids = None if loss_on_new_numbers else {i for token, i in vocab if token.isdigit()}
+        self.digit_ids = None if loss_on_new_numbers else digit_token_ids(self.tok)
 
     def __len__(self) -> int:
         return self.size
@@ -85,17 +86,11 @@ def repeat_labels(ids: list[int], digit_ids: set[int]) -> list[int]:
     of the same document. Random values (a needle's, a copy list's first half) cannot be predicted; their
     loss only teaches that any digit group is as likely as any other, which works against copying them
     where they recur (the answers, which keep their loss)."""
-    out, seen, i = list(ids), set(), 0
-    while i < len(ids):
-        j = i
-        while j < len(ids) and ids[j] in digit_ids:
-            j += 1
-        if j > i:
-            number = tuple(ids[i:j])
-            if number not in seen:
-                out[i:j] = [-100] * (j - i)
-                seen.add(number)
-        i = j + 1 if j == i else j
+    out, seen = [], set()
+    for is_number, run in itertools.groupby(ids, key=digit_ids.__contains__):
+        run = tuple(run)
+        out += [-100] * len(run) if is_number and run not in seen else run
+        seen.add(run)
     return out
 
 

@@ -30,7 +30,10 @@ def digit_groups(digits: int = 3) -> list[str]:
     return [str(n).zfill(width) for width in range(1, digits + 1) for n in range(10**width)]
 
 
-DIGIT_GROUPS = digit_groups(3)
+def digit_token_ids(tokenizer) -> set[int]:
+    """Ids of the number tokens (`7`, `41`, `833`, with or without a leading space) of an HF or `tokenizers`
+    tokenizer."""
+    return {i for token, i in tokenizer.get_vocab().items() if token.lstrip("Ġ").isdigit()}
 
 
 def _digit_group_texts(digits: int, seed: int = 0, copies: int = 64) -> Iterator[str]:
