@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -220,6 +221,26 @@ def test_no_loss_on_new_numbers_keeps_it_on_repeated_ones(tmp_path, tok_dir):
     assert unlabelled.any() and digits[unlabelled].all()  # only digit groups lose their loss
     assert (digits & ~unlabelled).any()  # the answers (repeats) keep it
     assert torch.equal(batch["labels"][~unlabelled], batch["input_ids"][~unlabelled])
+
+
+def test_magic_max_tokens_caps_the_needle_haystacks_only(tmp_path, tok_dir):
+    r = recipe(tmp_path, tok_dir)
+    r.data.seq_len = 512
+    trainer, _ = make_trainer(r, "ntp", tmp_path / "o", "cpu")
+    free = trainer.train_dataset
+    r.data.magic_max_tokens = 64
+    capped = make_trainer(r, "ntp", tmp_path / "c", "cpu")[0].train_dataset
+    budget, size = 512 * 4, []
+    for seed in range(40):
+        a, b = free.document(random.Random(seed), budget), capped.document(random.Random(seed), budget)
+        if "magic number" in a:
+            size.append((max(map(len, a.split("\n\n"))), max(map(len, b.split("\n\n")))))  # the haystack
+        else:
+            assert a == b  # other documents are drawn exactly as before
+    assert size and all(b <= a for a, b in size)  # with its facts (up to 4 x 55 characters) and one sentence more:
+    assert max(b for _, b in size) < 64 * 4 + 4 * 55 + 60 < max(a for a, _ in size)
+    with pytest.raises(UserError, match=r"r.yaml: data.magic_max_tokens 600 must be 0 \(no cap\) or 64..data.seq_len"):
+        load_recipe(tmp_path / "r.yaml", sets=["data.magic_max_tokens=600"])
 
 
 def test_repeat_labels_marks_first_mentions_only():

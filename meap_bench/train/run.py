@@ -149,6 +149,7 @@ def make_trainer(recipe: Recipe, objective: str, out: Path, device: str | None =
             (d.magic_share, d.multidoc_share, d.copy_share),
             d.loss_on_new_numbers,
             d.curriculum,
+            d.magic_max_tokens,
         )
         collator = MeapCollator(mask_id, ratio, recipe.mask_sampling, recipe.seed, global_batch)
         model = load_checkpoint(recipe.init_dir(objective), tok, d.seq_len) if recipe.init else build_llama(recipe, tok)
