@@ -239,8 +239,8 @@ def test_magic_max_tokens_caps_the_needle_haystacks_only(tmp_path, tok_dir):
             assert a == b  # other documents are drawn exactly as before
     assert size and all(b <= a for a, b in size)  # with its facts (up to 4 x 55 characters) and one sentence more:
     assert max(b for _, b in size) < 64 * 4 + 4 * 55 + 60 < max(a for a, _ in size)
-    with pytest.raises(UserError, match=r"r.yaml: data.magic_max_tokens 600 must be 0 \(no cap\) or 64..data.seq_len"):
-        load_recipe(tmp_path / "r.yaml", sets=["data.magic_max_tokens=600"])
+    with pytest.raises(UserError, match=r"r.yaml: data.magic_max_tokens 16 must be 0 \(no cap\) or at least 32"):
+        load_recipe(tmp_path / "r.yaml", sets=["data.magic_max_tokens=16"])
 
 
 def test_repeat_labels_marks_first_mentions_only():

@@ -1,4 +1,4 @@
-"""The default pair's tokenizer and needle keys: numbers in groups of up to three digits, keys that no
+"""The default pair's tokenizer and needle keys: numbers in groups of up to 1-3 digits, keys that no
 KJV haystack contains."""
 
 from __future__ import annotations

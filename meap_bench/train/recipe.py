@@ -161,9 +161,9 @@ def load_recipe(path: str | Path, overrides: dict | None = None, sets: list[str]
             raise UserError(f"{path}: field '{name}' is {getattr(recipe, name)!r}; use one of {', '.join(allowed)}")
     if not 1 <= recipe.tokenizer.digits <= 3:
         raise UserError(f"{path}: tokenizer.digits {recipe.tokenizer.digits} must be 1, 2 or 3")
-    if recipe.data.magic_max_tokens and not 64 <= recipe.data.magic_max_tokens <= recipe.data.seq_len:
-        raise UserError(f"{path}: data.magic_max_tokens {recipe.data.magic_max_tokens} must be 0 (no cap) or "
-                        f"64..data.seq_len ({recipe.data.seq_len})")
+    if 0 != recipe.data.magic_max_tokens < 32:  # (a cap at or above data.seq_len is simply never reached)
+        raise UserError(f"{path}: data.magic_max_tokens {recipe.data.magic_max_tokens} must be 0 (no cap) or at "
+                        "least 32 (the shortest haystack drawn is about 30 tokens)")
     if not 0 <= recipe.mask_ratio < 1:
         raise UserError(f"{path}: mask_ratio {recipe.mask_ratio} must be in [0, 1)")
     if recipe.stage == "sft" and not (recipe.init and recipe.data.sft_path):

@@ -1,9 +1,10 @@
 """Byte-level BPE tokenizer for the default pair, trained on the KJV training split.
 
 `[MASK]` is declared as a special token at training time (declared later, "a [MASK] b" would tokenise
-with a stray space). Numbers are split left to right into groups of up to three digits (as Llama-3 and
-GPT-4 tokenizers do), and every group from `0` to `999` is one token: a 7-digit needle value is three
-tokens (`123`, `456`, `7`), rare ones, so its first token is a unique anchor a small model can copy from.
+with a stray space). Numbers are split left to right into groups of up to `digits` digits (three in Llama-3 and
+GPT-4 tokenizers), and every such group (`0`-`999` for three) is one token: with two, as in the default
+pair, a 7-digit needle value is four tokens (`12`, `34`, `56`, `7`). With three, the default pair's NTP twin
+never learnt to copy those 1,000 rare tokens (docs/default-pair.md); with one, neither twin retrieved.
 Every encoded text starts with `<|endoftext|>` (BOS, also EOS); `<|pad|>` pads.
 """
 
