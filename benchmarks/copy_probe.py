@@ -47,13 +47,14 @@ def mean(sums: dict[str, list]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def copy_measures(model, tokenizer, texts: list[tuple[str, str]]) -> tuple[dict[str, float], dict[str, float]]:
+def copy_measures(
+    model, tokenizer, texts: list[tuple[str, str]], digits: set[int]
+) -> tuple[dict[str, float], dict[str, float]]:
     """One forward per episode (eager attention). Loss: mean loss of the second parts' tokens, digit groups and
     other tokens, and of the first parts (unpredictable). Attention, in the plain repetitions (`A` newline `A`):
     the largest attention any head of any layer gives from the position that predicts a second-half token to
     that token's first-half position (the copy source, where an induction head looks), mean over digit-group
-    targets and over the rest."""
-    digits = digit_token_ids(tokenizer)
+    targets (`digits`: their token ids) and over the rest."""
     loss_sums = {"digits": [0.0, 0], "other": [0.0, 0], "first part": [0.0, 0]}
     attention_sums = {"digits": [0.0, 0], "other": [0.0, 0]}
     for first, second in texts:
@@ -94,10 +95,11 @@ def main() -> None:
     for path in args.checkpoints:
         tokenizer = load_tokenizer(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
-        losses, attention = copy_measures(model, tokenizer, episodes(0, args.episodes))
+        digits = digit_token_ids(tokenizer)
+        losses, attention = copy_measures(model, tokenizer, episodes(0, args.episodes), digits)
         row = {"checkpoint": path, **{f"copy loss, {k}": v for k, v in losses.items()},
                **{f"attention to copy source, {k}": v for k, v in attention.items()}}
-        norms = model.get_input_embeddings().weight[sorted(digit_token_ids(tokenizer))].norm(dim=-1)
+        norms = model.get_input_embeddings().weight[sorted(digits)].norm(dim=-1)
         row["digit-group embedding norm"] = round(norms.mean().item(), 3)
         for length in (int(n) for n in args.lengths.split(",")):
             em, loss = corpus.exact_match(model, corpus.heldout_needles(tokenizer, length, 40), torch.device("cpu"))

@@ -161,7 +161,7 @@ def load_recipe(path: str | Path, overrides: dict | None = None, sets: list[str]
             raise UserError(f"{path}: field '{name}' is {getattr(recipe, name)!r}; use one of {', '.join(allowed)}")
     if not 1 <= recipe.tokenizer.digits <= 3:
         raise UserError(f"{path}: tokenizer.digits {recipe.tokenizer.digits} must be 1, 2 or 3")
-    if 0 != recipe.data.magic_max_tokens < 32:  # (a cap at or above data.seq_len is simply never reached)
+    if recipe.data.magic_max_tokens and recipe.data.magic_max_tokens < 32:  # a cap >= seq_len is never reached
         raise UserError(f"{path}: data.magic_max_tokens {recipe.data.magic_max_tokens} must be 0 (no cap) or at "
                         "least 32 (the shortest haystack drawn is about 30 tokens)")
     if not 0 <= recipe.mask_ratio < 1:
